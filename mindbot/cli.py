@@ -1,0 +1,108 @@
+"""The ``mindbot`` command: the composition root that reads the settings and wires everything.
+
+mindbot run [PIPELINE] [--transport webrtc|daily|twilio] [--host H] [--port P]
+mindbot pipelines
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from mindbot.config import Settings
+from mindbot.errors import ConfigError, MindBotError
+from mindbot.logs import configure_logging
+from mindbot.runtime import PipelineRun
+
+PIPELINE_GROUP = "mindbot.pipelines"
+
+
+def available_pipelines() -> dict[str, str]:
+    """Pipeline names → modules, from the ``mindbot.pipelines`` entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=PIPELINE_GROUP)}
+
+
+def load_pipeline(name: str) -> PipelineRun:
+    """The ``run`` entry point of the pipeline called ``name``.
+
+    Raises:
+        ConfigError: No pipeline has that name.
+    """
+    for ep in entry_points(group=PIPELINE_GROUP):
+        if ep.name == name:
+            return ep.load().run
+    known = ", ".join(sorted(available_pipelines())) or "none"
+    raise ConfigError(f"Unknown pipeline {name!r}; known pipelines: {known}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from mindbot.runtime import MindBot
+    from mindbot.server import create_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings.load(**overrides)
+    configure_logging(settings.log_level)
+    run = load_pipeline(args.pipeline)
+    bot = MindBot(settings)
+    bot.start()
+    try:
+        app = create_app(bot, run, join_daily=args.transport == "daily")
+        base = f"http://{settings.host}:{settings.port}"
+        if args.transport == "webrtc":
+            print(
+                f"MindBot ({args.pipeline}) is ready: open {base}/ and press Connect.", flush=True
+            )
+        elif args.transport == "twilio":
+            public = settings.public_url or "https://<your public host>"
+            print(
+                f"MindBot ({args.pipeline}) is ready for Twilio: set your number's voice webhook "
+                f"to POST {public}/twilio (media stream on {public}/ws).",
+                flush=True,
+            )
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ws_max_size=settings.max_ws_message_bytes,
+            log_level="warning",
+        )
+        uvicorn.Server(config).run()
+    finally:
+        bot.stop()
+
+
+def _pipelines(_args: argparse.Namespace) -> None:
+    for name, module in sorted(available_pipelines().items()):
+        print(f"{name}\t{module}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``mindbot`` command."""
+    parser = argparse.ArgumentParser(prog="mindbot", description="MindBot voice assistant.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve a pipeline over WebRTC, Daily or Twilio")
+    run.add_argument("pipeline", nargs="?", default="assistant")
+    run.add_argument("-t", "--transport", choices=["webrtc", "daily", "twilio"], default="webrtc")
+    run.add_argument("--host", default=None, help="bind address (MINDBOT_HOST)")
+    run.add_argument("--port", type=int, default=None, help="port (MINDBOT_PORT)")
+    run.set_defaults(handler=_run)
+
+    pipelines = commands.add_parser("pipelines", help="list the pipelines")
+    pipelines.set_defaults(handler=_pipelines)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mindbot`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except MindBotError as e:
+        print(f"mindbot: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

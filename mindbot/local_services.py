@@ -1,0 +1,99 @@
+"""Pipecat's offline services, built around models that are loaded once per process.
+
+Pipecat's ``WhisperSTTService``, ``PiperTTSService`` and ``LocalSmartTurnAnalyzerV3`` each load
+their model in ``__init__``, which would make every new call pay 0.3-0.5 s of loading. These
+subclasses take an already loaded model instead and keep everything else of Pipecat's classes
+(the transcription, synthesis and turn logic). faster-whisper models, Piper voices and ONNX
+Runtime sessions are safe to use from several threads at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.tts_service import TTSService
+from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.transcriptions.language import Language
+
+
+class GreedyWhisper:
+    """A faster-whisper model that decodes greedily, without timestamps.
+
+    Pipecat calls ``transcribe`` with faster-whisper's defaults (beam search of 5). A voice
+    turn is one short utterance, where greedy decoding gives the same words in about half the
+    time, and that time sits on the critical path between the caller's last word and the reply.
+
+    Args:
+        model: A loaded ``faster_whisper.WhisperModel``.
+    """
+
+    def __init__(self, model: Any):
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def transcribe(self, audio, **kwargs):
+        """``WhisperModel.transcribe`` with greedy decoding and no timestamps."""
+        kwargs.setdefault("beam_size", 1)
+        kwargs.setdefault("without_timestamps", True)
+        kwargs.setdefault("condition_on_previous_text", False)
+        return self._model.transcribe(audio, **kwargs)
+
+
+class SharedWhisperSTTService(WhisperSTTService):
+    """Whisper STT on a shared, already loaded faster-whisper model.
+
+    Args:
+        model: A loaded ``faster_whisper.WhisperModel`` (or ``GreedyWhisper``).
+        **kwargs: Passed to ``WhisperSTTService`` (e.g. ``settings``).
+    """
+
+    def __init__(self, *, model: Any, **kwargs):
+        self._shared_model = model
+        settings = kwargs.pop("settings", None) or WhisperSTTService.Settings(
+            model="shared", language=Language.EN
+        )
+        super().__init__(device="cpu", settings=settings, **kwargs)
+
+    def _load(self):
+        self._model = self._shared_model
+
+
+class SharedPiperTTSService(PiperTTSService):
+    """Piper TTS on a shared, already loaded ``PiperVoice``.
+
+    Args:
+        voice: A loaded ``piper.PiperVoice``.
+        voice_name: The voice's name, for settings and logs.
+        **kwargs: Passed to ``TTSService``.
+    """
+
+    def __init__(self, *, voice: Any, voice_name: str, **kwargs):
+        # PiperTTSService.__init__ only resolves and loads the voice file; skip it.
+        TTSService.__init__(
+            self,
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=PiperTTSService.Settings(model=None, voice=voice_name, language=None),
+            **kwargs,
+        )
+        self._voice = voice
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """Smart-turn v3 end-of-turn analysis on a shared ONNX Runtime session.
+
+    Args:
+        session: The ``onnxruntime.InferenceSession`` of the smart-turn model.
+        **kwargs: Passed to ``BaseSmartTurn`` (``sample_rate``, ``params``).
+    """
+
+    def __init__(self, *, session: Any, **kwargs):
+        # LocalSmartTurnAnalyzerV3.__init__ only builds the session; skip it.
+        BaseSmartTurn.__init__(self, **kwargs)
+        self._log_data = False
+        self._session = session

@@ -1,0 +1,279 @@
+"""The process-wide MindBot runtime: settings, shared models, the local LLM and running sessions.
+
+One ``MindBot`` lives per process. The composition root builds it from ``Settings``, calls
+``start()`` (which loads the models and, for ``llm=local`` without a base URL, starts and
+supervises the llama.cpp server), hands it to the server or runner, and calls ``stop()`` at the
+end. Pipelines use it to get their services and to run their worker; everything a session
+reports goes to the registered ``SessionListener`` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from loguru import logger
+from pipecat.frames.frames import EndWorkerFrame, TTSSpeakFrame
+from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMContextAggregatorPair,
+    LLMUserAggregator,
+)
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.workers.runner import WorkerRunner
+
+from mindbot.config import Providers, Settings
+from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
+from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
+
+PIPELINE_INPUT_RATE = 16000
+"""Whisper reads 16 kHz PCM, so the pipeline input runs at 16 kHz on every transport."""
+
+OUTPUT_RATES = {"twilio": 8000, "webrtc": 24000, "daily": 24000}
+
+PipelineRun = Callable[[BaseTransport, Call, "MindBot"], Awaitable[None]]
+"""A pipeline's entry point: run one session on a connected transport."""
+
+
+class MindBot:
+    """The process-wide runtime shared by every session.
+
+    Args:
+        settings: MindBot's settings.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.providers: Providers = settings.resolve()
+        self.models = SharedModels(settings)
+        self.listeners: list[SessionListener] = []
+        self._llm_server = None
+        self._factory: ServiceFactory | None = None
+        self._active: dict[str, Call] = {}
+
+    @property
+    def services(self) -> ServiceFactory:
+        """The factory of per-session services (available after ``start()``)."""
+        if self._factory is None:
+            raise RuntimeError("MindBot.start() must be called before sessions run")
+        return self._factory
+
+    @property
+    def active_sessions(self) -> list[Call]:
+        """The calls in progress."""
+        return list(self._active.values())
+
+    def start(self) -> None:
+        """Load the shared models and start the local LLM server when needed (blocking).
+
+        Raises:
+            ConfigError: A model file is missing.
+            LocalLLMError: The local LLM server did not start.
+        """
+        if self._factory is not None:
+            return
+        s = self.settings
+        logger.info(
+            f"MindBot: STT={self.providers.stt} LLM={self.providers.llm} TTS={self.providers.tts}"
+        )
+        self.models.warm_up(self.providers, smart_turn=s.smart_turn)
+        self._factory = ServiceFactory(s, self.providers, self.models, self._llm_endpoint())
+
+    def stop(self) -> None:
+        """Stop the local LLM server, if MindBot started one."""
+        if self._llm_server is not None:
+            self._llm_server.stop()
+            self._llm_server = None
+        self._factory = None
+
+    def _llm_endpoint(self) -> LLMEndpoint:
+        s = self.settings
+        key = s.openai_api_key.get_secret_value() if s.openai_api_key else "not-needed"
+        if self.providers.llm == "openai":
+            return LLMEndpoint(base_url=s.llm_base_url, model=s.llm_model, api_key=key)
+        if s.llm_base_url:
+            return LLMEndpoint(base_url=s.llm_base_url, model=s.llm_model, api_key=key)
+        from mindbot.llm_server import LlamaServer, smollm2_model_path
+
+        server = LlamaServer(
+            model_path=s.local_llm_model_path or smollm2_model_path(),
+            n_threads=s.local_llm_threads,
+            n_ctx=s.local_llm_context,
+            startup_timeout=s.local_llm_startup_timeout,
+        )
+        server.start()
+        self._llm_server = server
+        return LLMEndpoint(base_url=server.base_url, model=server.model_alias, api_key="local")
+
+    def local_llm_healthy(self) -> bool | None:
+        """Whether the supervised llama.cpp server answers (``None`` when MindBot runs none)."""
+        return None if self._llm_server is None else self._llm_server.is_healthy()
+
+    # --- Building blocks for pipelines -------------------------------------------------------
+
+    def context_aggregators(
+        self, context: LLMContext, call: Call
+    ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
+        """The session's user and assistant aggregators, reporting turns to the listeners.
+
+        The user side carries Silero VAD, smart-turn end-of-turn detection and barge-in.
+
+        Args:
+            context: The session's LLM context.
+            call: The session's call.
+        """
+        user, assistant = LLMContextAggregatorPair(context, user_params=self.services.user_params())
+
+        @user.event_handler("on_user_turn_stopped")
+        async def _user_turn(_aggregator, _strategy, message):
+            self._report_turn(call, TurnReport(role="user", text=message.content or ""))
+
+        @assistant.event_handler("on_assistant_turn_stopped")
+        async def _assistant_turn(_aggregator, message):
+            turn = TurnReport(
+                role="assistant", text=message.content or "", interrupted=message.interrupted
+            )
+            self._report_turn(call, turn)
+
+        return user, assistant
+
+    def worker(self, pipeline: Pipeline, call: Call) -> PipelineWorker:
+        """A ``PipelineWorker`` for one session, with metrics and latency reporting on.
+
+        Args:
+            pipeline: The session's pipeline.
+            call: The session's call.
+        """
+        latency = UserBotLatencyObserver()
+        pending: dict[str, float] = {}
+
+        @latency.event_handler("on_latency_breakdown")
+        async def _breakdown(_observer, breakdown: LatencyBreakdown):
+            pending.clear()
+            for part in breakdown.contributions:
+                pending[part.label] = pending.get(part.label, 0.0) + part.duration_secs
+
+        @latency.event_handler("on_latency_measured")
+        async def _measured(_observer, seconds: float):
+            report = LatencyReport(seconds=seconds, stages=dict(pending))
+            logger.info(f"{call}: voice-to-voice {seconds:.3f}s (pipeline side)")
+            self._notify("on_latency", call, report)
+
+        return PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=PIPELINE_INPUT_RATE,
+                audio_out_sample_rate=OUTPUT_RATES[call.transport],
+                enable_metrics=True,
+                enable_usage_metrics=True,
+            ),
+            observers=[latency],
+            # RTVI talks to browser clients; a phone line would receive its JSON as noise.
+            enable_rtvi=call.transport != "twilio",
+            idle_timeout_secs=self.settings.session_idle_timeout,
+            conversation_id=call.session_id,
+        )
+
+    def greet_on_connect(self, transport: BaseTransport, worker: PipelineWorker, text: str) -> None:
+        """Speak ``text`` as soon as the client connects.
+
+        Args:
+            transport: The session's transport.
+            worker: The session's worker.
+            text: The greeting.
+        """
+
+        @transport.event_handler("on_client_connected")
+        async def _connected(_transport, _client):
+            await worker.queue_frames([TTSSpeakFrame(text)])
+
+        @transport.event_handler("on_client_disconnected")
+        async def _disconnected(_transport, _client):
+            await worker.cancel()
+
+    def end_after_idle(
+        self, user: LLMUserAggregator, worker: PipelineWorker, *, prompt: str, goodbye: str
+    ) -> None:
+        """Ask whether the caller is still there after silence, and end the call after more.
+
+        The silence is ``MINDBOT_USER_IDLE_SECS`` (0 turns this off).
+
+        Args:
+            user: The session's user aggregator.
+            worker: The session's worker.
+            prompt: What to say after the first idle period.
+            goodbye: What to say before hanging up after the second.
+        """
+        idle_count = 0
+
+        @user.event_handler("on_user_turn_started")
+        async def _active(_aggregator, _strategy):
+            nonlocal idle_count
+            idle_count = 0
+
+        @user.event_handler("on_user_turn_idle")
+        async def _idle(_aggregator):
+            nonlocal idle_count
+            idle_count += 1
+            if idle_count == 1:
+                await worker.queue_frames([TTSSpeakFrame(prompt)])
+            else:
+                await worker.queue_frames([TTSSpeakFrame(goodbye), EndWorkerFrame("idle")])
+
+    async def run_session(self, run: PipelineRun, transport: BaseTransport, call: Call) -> str:
+        """Run one session to its end; a failure is logged and never propagates.
+
+        Args:
+            run: The pipeline's entry point.
+            transport: The session's connected transport.
+            call: The session's call.
+
+        Returns:
+            Why it ended: ``completed``, ``cancelled`` or ``error``.
+        """
+        self._active[call.session_id] = call
+        started = time.monotonic()
+        logger.info(f"{call}: started")
+        self._notify("on_session_started", call)
+        reason = "completed"
+        try:
+            await run(transport, call, self)
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            raise
+        except Exception:
+            reason = "error"
+            logger.exception(f"{call}: failed")
+        finally:
+            self._active.pop(call.session_id, None)
+            logger.info(f"{call}: ended ({reason}) after {time.monotonic() - started:.1f}s")
+            self._notify("on_session_ended", call, reason)
+        return reason
+
+    async def run_worker(self, worker: PipelineWorker) -> None:
+        """Run a session's worker until it ends."""
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    # --- Reporting ------------------------------------------------------------------------------
+
+    def _report_turn(self, call: Call, turn: TurnReport) -> None:
+        logger.info(f"{call}: {turn.role} turn ({len(turn.text)} chars)")
+        logger.debug(f"{call}: {turn.role}: {turn.text}")
+        self._notify("on_turn", call, turn)
+
+    def _notify(self, event: str, *args) -> None:
+        for listener in self.listeners:
+            handler = getattr(listener, event, None)
+            if handler is None:
+                continue
+            try:
+                handler(*args)
+            except Exception:
+                logger.exception(f"MindBot: listener {listener!r} failed on {event}")

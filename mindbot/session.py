@@ -1,0 +1,89 @@
+"""Sessions: who is on the other end of a call, and what a session reports while it runs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+TransportKind = Literal["webrtc", "daily", "twilio"]
+
+
+@dataclass
+class Call:
+    """One session's caller and transport.
+
+    Args:
+        transport: How the caller is connected.
+        session_id: Unique id of the session (random by default).
+        user_id: The user id a WebRTC/Daily client passed in its request body, if any.
+        from_number: The Twilio caller's phone number, if any.
+        to_number: The number the caller dialled, if any.
+        call_sid: Twilio's call id, if any.
+        body: The client's request body or Twilio's custom parameters.
+    """
+
+    transport: TransportKind
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    user_id: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    call_sid: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_key(self) -> str:
+        """A stable key for the caller: ``tel:<number>``, ``user:<id>`` or ``anonymous``."""
+        if self.from_number:
+            return f"tel:{self.from_number}"
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return "anonymous"
+
+    def __str__(self) -> str:
+        # Never the phone number or user id: this string goes into INFO logs.
+        return f"session {self.session_id[:8]} ({self.transport})"
+
+
+@dataclass
+class TurnReport:
+    """What one completed exchange looked like, as reported by a session.
+
+    Args:
+        role: ``"user"`` or ``"assistant"``.
+        text: What was said (personal data: log it at DEBUG only).
+        interrupted: Whether the bot was cut off (assistant turns).
+    """
+
+    role: Literal["user", "assistant"]
+    text: str
+    interrupted: bool = False
+
+
+@dataclass
+class LatencyReport:
+    """One user-to-bot latency measurement from Pipecat's ``UserBotLatencyObserver``.
+
+    Args:
+        seconds: From the caller's detected end of speech to the bot's first audio.
+        stages: The named contributions (label → seconds), in the order they happened.
+    """
+
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class SessionListener(Protocol):
+    """Receives what sessions report; storage, analytics and benchmarks implement it."""
+
+    def on_session_started(self, call: Call) -> None:
+        """A session started."""
+
+    def on_turn(self, call: Call, turn: TurnReport) -> None:
+        """A user or assistant turn completed."""
+
+    def on_latency(self, call: Call, latency: LatencyReport) -> None:
+        """A user-to-bot latency was measured."""
+
+    def on_session_ended(self, call: Call, reason: str) -> None:
+        """A session ended (``reason``: ``completed``, ``cancelled`` or ``error``)."""

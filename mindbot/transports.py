@@ -1,0 +1,145 @@
+"""Building the transports MindBot speaks: Twilio Media Streams, SmallWebRTC and Daily."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import WebSocket
+from loguru import logger
+from pipecat.frames.frames import Frame
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+
+from mindbot.config import Settings
+from mindbot.errors import ProtocolError
+from mindbot.session import Call
+
+TWILIO_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
+HANDSHAKE_TIMEOUT_SECS = 10.0
+
+
+class GuardedTwilioSerializer(TwilioFrameSerializer):
+    """Pipecat's Twilio serializer, strict about what it accepts from the wire.
+
+    A message that is not a JSON object, or is larger than ``max_message_bytes``, breaks the
+    Media Streams protocol: it raises ``ProtocolError``, which ends the transport's receive
+    loop, so the session ends and the connection closes. Events Twilio may add later are
+    logged and ignored.
+
+    Args:
+        max_message_bytes: The largest message accepted.
+        *args: Passed to ``TwilioFrameSerializer``.
+        **kwargs: Passed to ``TwilioFrameSerializer``.
+    """
+
+    def __init__(self, *args, max_message_bytes: int = 64 * 1024, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_message_bytes = max_message_bytes
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        """Check one message, then let Pipecat turn it into a frame."""
+        if len(data) > self._max_message_bytes:
+            raise ProtocolError(f"message of {len(data)} bytes exceeds {self._max_message_bytes}")
+        try:
+            message = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProtocolError(f"message of {len(data)} bytes is not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("event"), str):
+            raise ProtocolError("message is not a JSON object with an 'event'")
+        event = message["event"]
+        if event not in TWILIO_EVENTS:
+            logger.warning(f"{self}: ignoring unknown Twilio event {event[:40]!r}")
+            return None
+        return await super().deserialize(data)
+
+
+async def accept_twilio_call(websocket: WebSocket) -> Call | None:
+    """Read the Media Streams handshake (``connected``, ``start``) of an accepted websocket.
+
+    Returns:
+        The call, or ``None`` (logged) when the peer is not a well-formed Twilio stream.
+    """
+    try:
+        kind, data = await asyncio.wait_for(
+            parse_telephony_websocket(websocket), HANDSHAKE_TIMEOUT_SECS
+        )
+    except Exception as e:
+        logger.warning(f"Twilio handshake failed: {e.__class__.__name__}")
+        return None
+    if kind != "twilio" or not data.get("stream_id") or not data.get("call_id"):
+        logger.warning(f"Not a Twilio media stream (detected {kind!r})")
+        return None
+    body = data.get("body") or {}
+    if not isinstance(body, dict):
+        body = {}
+    call = Call(
+        transport="twilio",
+        from_number=_str_or_none(body.get("from_number")),
+        to_number=_str_or_none(body.get("to_number")),
+        user_id=_str_or_none(body.get("user_id")),
+        call_sid=data["call_id"],
+        body=body,
+    )
+    call.body["stream_sid"] = data["stream_id"]
+    return call
+
+
+def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> BaseTransport:
+    """A Twilio Media Streams transport over an accepted websocket.
+
+    The caller hears 8 kHz mu-law; the pipeline input runs at 16 kHz for Whisper. With Twilio
+    credentials the bot hangs up through Twilio's REST API when the session ends; without, it
+    closes the websocket cleanly.
+    """
+    hang_up = settings.twilio_can_hang_up
+    serializer = GuardedTwilioSerializer(
+        stream_sid=call.body["stream_sid"],
+        call_sid=call.call_sid,
+        account_sid=settings.twilio_account_sid if hang_up else None,
+        auth_token=(
+            settings.twilio_auth_token.get_secret_value()
+            if hang_up and settings.twilio_auth_token
+            else None
+        ),
+        base_url=settings.twilio_api_base_url,
+        params=TwilioFrameSerializer.InputParams(auto_hang_up=hang_up),
+        max_message_bytes=settings.max_ws_message_bytes,
+    )
+    return FastAPIWebsocketTransport(
+        websocket,
+        params=FastAPIWebsocketParams(
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            add_wav_header=False,
+            serializer=serializer,
+        ),
+    )
+
+
+def webrtc_transport(connection) -> BaseTransport:
+    """A SmallWebRTC transport on a negotiated peer connection."""
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+
+    return SmallWebRTCTransport(
+        webrtc_connection=connection,
+        params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+    )
+
+
+def daily_transport(room_url: str, token: str | None) -> BaseTransport:
+    """A Daily transport that joins ``room_url`` as "MindBot"."""
+    from pipecat.transports.daily.transport import DailyParams, DailyTransport
+
+    return DailyTransport(
+        room_url,
+        token,
+        "MindBot",
+        params=DailyParams(audio_in_enabled=True, audio_out_enabled=True),
+    )
+
+
+def _str_or_none(value) -> str | None:
+    return value if isinstance(value, str) and value else None

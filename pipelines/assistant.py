@@ -1,0 +1,92 @@
+"""Assistant: MindBot's general voice assistant.
+
+transport.input → STT → user context (Silero VAD, smart-turn, barge-in) → LLM → TTS
+    → transport.output → assistant context
+
+Run it as MindBot does (``mindbot run assistant --transport webrtc|daily|twilio``) or the way
+Pipecat's runner runs a bot file (``python pipelines/assistant.py -t webrtc|daily|twilio``).
+"""
+
+from __future__ import annotations
+
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMUserAggregator,
+)
+from pipecat.runner.types import RunnerArguments
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transports.base_transport import BaseTransport
+
+from mindbot.runtime import MindBot
+from mindbot.session import Call
+
+SYSTEM_INSTRUCTION = """\
+You are MindBot, a friendly voice assistant talking with someone over a live audio call.
+Everything you write is spoken aloud by a speech synthesizer, so:
+- Answer in one to three short sentences. Say the most useful thing first.
+- Use plain spoken words: no markdown, lists, headings, emoji, links or code.
+- Write numbers, dates and units the way a person would say them.
+- If you did not catch something, ask the caller to repeat it briefly.
+- Refer back to what the caller said earlier in the call when it helps.
+- If you do not know, say so plainly rather than guessing."""
+
+STILL_THERE = "Are you still there?"
+GOODBYE = "It seems you've stepped away. Goodbye for now!"
+
+
+def build(
+    transport: BaseTransport,
+    stt: STTService,
+    user: LLMUserAggregator,
+    llm: LLMService,
+    tts: TTSService,
+    assistant: LLMAssistantAggregator,
+) -> Pipeline:
+    """The assistant's pipeline: the stages in the order audio flows through them."""
+    return Pipeline(
+        [
+            transport.input(),
+            stt,
+            user,
+            llm,
+            tts,
+            transport.output(),
+            assistant,
+        ]
+    )
+
+
+async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
+    """Run one assistant session on a connected transport until it ends."""
+    services = bot.services
+    context = LLMContext()
+    user, assistant = bot.context_aggregators(context, call)
+    pipeline = build(
+        transport,
+        services.stt(),
+        user,
+        services.llm(system_instruction=SYSTEM_INSTRUCTION),
+        services.tts(),
+        assistant,
+    )
+    worker = bot.worker(pipeline, call)
+    bot.greet_on_connect(transport, worker, bot.settings.greeting)
+    bot.end_after_idle(user, worker, prompt=STILL_THERE, goodbye=GOODBYE)
+    await bot.run_worker(worker)
+
+
+async def bot(runner_args: RunnerArguments) -> None:
+    """Pipecat runner entry point (``python pipelines/assistant.py -t ...``)."""
+    from mindbot.runner import run_from_runner
+
+    await run_from_runner(run, runner_args)
+
+
+if __name__ == "__main__":
+    from mindbot.runner import main
+
+    main()
