@@ -1,0 +1,77 @@
+"""Shared fixtures: clean settings, the offline MindBot runtime, cached caller voices."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may reach a model hub; set before any hub-aware library is imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from mindbot.config import Settings  # noqa: E402
+from mindbot.logs import configure_logging  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / ".artifacts"
+VOICE_CACHE = ARTIFACTS / "caller-voices"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """No developer's MINDBOT_* variables leak into a test."""
+    for name in list(os.environ):
+        if name.startswith("MINDBOT_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(**overrides) -> Settings:
+    """Settings for a test: no .env file, quiet defaults, then ``overrides``."""
+    values = {"log_level": "DEBUG", "user_idle_secs": 0, "host": "127.0.0.1", "port": 0}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def offline_bot():
+    """A started MindBot with the whole offline stack (Whisper, SmolLM2, Piper), per run."""
+    from mindbot.runtime import MindBot
+
+    configure_logging("DEBUG")
+    bot = MindBot(make_settings())
+    bot.start()
+    yield bot
+    bot.stop()
+
+
+@pytest.fixture(scope="session")
+def voice_cache() -> Path:
+    """Where synthesized caller utterances are kept between runs."""
+    VOICE_CACHE.mkdir(parents=True, exist_ok=True)
+    return VOICE_CACHE
+
+
+@pytest.fixture
+def warnings_logged():
+    """Loguru messages at WARNING and above, as ``(level, message)``, during the test."""
+    from loguru import logger
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(
+        lambda message: lines.append((message.record["level"].name, message.record["message"])),
+        level="WARNING",
+    )
+    yield lines
+    logger.remove(sink)
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true, failing the test after ``timeout`` seconds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
