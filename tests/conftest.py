@@ -75,3 +75,48 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def cloud_services():
+    """The Deepgram, OpenAI and Cartesia stand-ins, and the settings that point at them.
+
+    The Deepgram stand-in transcribes what it hears with the offline Whisper model, so the
+    cloud code path carries real words end to end.
+    """
+    from mindbot.speech import transcribe
+    from mindbot.standins import CartesiaStandIn, DeepgramStandIn, ScriptedLLMServer
+
+    async with (
+        DeepgramStandIn(transcriber=transcribe, api_key="dg-test") as deepgram,
+        ScriptedLLMServer(api_key="sk-test") as llm,
+        CartesiaStandIn(api_key="ca-test") as cartesia,
+    ):
+        settings = {
+            "deepgram_api_key": "dg-test",
+            "deepgram_base_url": deepgram.url,
+            "openai_api_key": "sk-test",
+            "llm_base_url": llm.base_url,
+            "llm_model": "gpt-test",
+            "cartesia_api_key": "ca-test",
+            "cartesia_url": cartesia.url,
+        }
+        yield CloudServices(deepgram, llm, cartesia, settings)
+
+
+class CloudServices:
+    """The stand-ins of a cloud test and the settings overrides that use them."""
+
+    def __init__(self, deepgram, llm, cartesia, settings):
+        self.deepgram = deepgram
+        self.llm = llm
+        self.cartesia = cartesia
+        self.settings = settings
+
+    def bot(self, **overrides):
+        """A started MindBot on the stand-ins (stop it when done)."""
+        from mindbot.runtime import MindBot
+
+        bot = MindBot(make_settings(**self.settings, **overrides))
+        bot.start()
+        return bot

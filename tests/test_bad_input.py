@@ -5,11 +5,11 @@ import json
 
 import pytest
 from conftest import wait_until
-from pipelines.assistant import run
 from websockets.asyncio.client import connect
 
 from mindbot.callsim import PhoneCall
 from mindbot.harness import serve, ws_url
+from pipelines.assistant import run
 
 
 async def _next_call_is_greeted(url: str) -> None:

@@ -6,10 +6,9 @@ a real Media Streams websocket on loopback, with the caller's speech synthesized
 
 import re
 
-from pipelines.assistant import run
-
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.session import Call, LatencyReport, TurnReport
+from pipelines.assistant import run
 
 
 class Recorder:

@@ -1,0 +1,112 @@
+"""A real WebRTC peer (aiortc) talks with the assistant through SmallWebRTC signalling.
+
+The same flow as Pipecat's prebuilt browser client: ``POST /start`` then an SDP offer to
+``/sessions/{id}/api/offer``; audio flows both ways over a real peer connection on loopback.
+"""
+
+import asyncio
+import fractions
+import time
+
+import av
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from conftest import wait_until
+from pipelines.assistant import run
+
+from mindbot.audio import resample
+from mindbot.harness import serve
+from mindbot.speech import synthesize
+from mindbot.standins import Text
+
+RATE = 48000
+FRAME = 960  # 20 ms
+
+
+class Microphone(MediaStreamTrack):
+    """An audio track that plays queued PCM in real time, and silence otherwise."""
+
+    kind = "audio"
+
+    def __init__(self):
+        super().__init__()
+        self._pending = bytearray()
+        self._pts = 0
+        self._start = None
+
+    def play(self, pcm: bytes, rate: int) -> None:
+        self._pending += resample(pcm, rate, RATE)
+
+    async def recv(self):
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        chunk = bytes(self._pending[: FRAME * 2]).ljust(FRAME * 2, b"\x00")
+        del self._pending[: FRAME * 2]
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(chunk)
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME
+        return frame
+
+
+async def _listen(track, heard: list[tuple[float, float]]):
+    while True:
+        frame = await track.recv()
+        samples = frame.to_ndarray().astype(np.float32)
+        heard.append((time.monotonic(), float(np.sqrt(np.mean(samples**2)))))
+
+
+async def test_a_webrtc_peer_is_greeted_and_answered(cloud_services, voice_cache):
+    cloud_services.llm.script(Text("Paris is the capital of France."))
+    question, rate = synthesize("What is the capital of France?", cache_dir=voice_cache)
+    bot = cloud_services.bot()
+    seen_calls = []
+    bot.listeners.append(type("L", (), {"on_session_started": lambda _, c: seen_calls.append(c)})())
+    pc = RTCPeerConnection()
+    microphone = Microphone()
+    pc.addTrack(microphone)
+    heard: list[tuple[float, float]] = []
+    listeners = []
+
+    @pc.on("track")
+    def _on_track(track):
+        listeners.append(asyncio.create_task(_listen(track, heard)))
+
+    try:
+        async with serve(bot, run) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+            start = await http.post("/start", json={"body": {"user_id": "web-user-7"}})
+            session_id = start.json()["sessionId"]
+            await pc.setLocalDescription(await pc.createOffer())
+            answer = await http.post(
+                f"/sessions/{session_id}/api/offer",
+                json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+
+            await wait_until(lambda: any(rms > 300 for _, rms in heard), timeout=20)
+            await asyncio.sleep(3.5)  # let the greeting finish
+            microphone.play(question, rate)
+            asked = time.monotonic()
+            await wait_until(lambda: len(cloud_services.llm.requests) >= 1, timeout=20)
+            await wait_until(
+                lambda: any(at > asked + 1.0 and rms > 300 for at, rms in heard), timeout=20
+            )
+            await pc.close()
+            await wait_until(lambda: not bot.active_sessions, timeout=20)
+    finally:
+        for task in listeners:
+            task.cancel()
+        await pc.close()
+        bot.stop()
+
+    assert seen_calls[0].transport == "webrtc" and seen_calls[0].user_id == "web-user-7"
+    user = [m["content"] for m in cloud_services.llm.requests[0]["messages"] if m["role"] == "user"]
+    assert "capital of france" in user[-1].lower()
