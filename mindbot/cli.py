@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> None:
             port=settings.port,
             ws_max_size=settings.max_ws_message_bytes,
             log_level="warning",
+            timeout_graceful_shutdown=5,
         )
         uvicorn.Server(config).run()
     finally:

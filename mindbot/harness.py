@@ -79,6 +79,7 @@ async def serve(
         port=port,
         log_level="warning",
         ws_max_size=bot.settings.max_ws_message_bytes,
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -120,3 +120,60 @@ class CloudServices:
         bot = MindBot(make_settings(**self.settings, **overrides))
         bot.start()
         return bot
+
+
+class ServerProcess:
+    """A MindBot server started as its own process (``mindbot run`` or a pipeline file)."""
+
+    def __init__(self, args: list[str], settings: dict[str, str], port: int):
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
+        env.update({f"MINDBOT_{k.upper()}": str(v) for k, v in settings.items()})
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = ARTIFACTS / f"server-{port}.log"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the server accepts TCP connections."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+
+    async def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) by its PID.
+
+        It waits without blocking the event loop: the stand-ins the server talks to run on it.
+        """
+        import asyncio
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, timeout=5)
+        self._log_file.close()
