@@ -15,6 +15,8 @@ Each session runs in its own task; a session that fails is logged and ends alone
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
@@ -75,7 +77,9 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
     app.state.session_tasks = tasks
 
     try:
-        from pipecat_ai_prebuilt.frontend import PipecatPrebuiltUI
+        # The package prints where it looks for its files; keep the console for MindBot.
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pipecat_ai_prebuilt.frontend import PipecatPrebuiltUI
 
         app.mount("/client", PipecatPrebuiltUI)
     except ImportError:
