@@ -29,9 +29,13 @@ def load_pipeline(name: str) -> PipelineRun:
     Raises:
         ConfigError: No pipeline has that name.
     """
+    return _pipeline_module(name).run
+
+
+def _pipeline_module(name: str):
     for ep in entry_points(group=PIPELINE_GROUP):
         if ep.name == name:
-            return ep.load().run
+            return ep.load()
     known = ", ".join(sorted(available_pipelines())) or "none"
     raise ConfigError(f"Unknown pipeline {name!r}; known pipelines: {known}")
 
@@ -75,6 +79,50 @@ def _run(args: argparse.Namespace) -> None:
         bot.stop()
 
 
+def _call(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from mindbot.harness import simulated_call
+
+    configure_logging("WARNING")
+    report = asyncio.run(simulated_call(args.url, args.utterances, from_number=args.from_number))
+    print(f"bot ({report.greeting.latency:.2f} s after start): {report.greeting.heard}")
+    for turn in report.turns:
+        print(f"caller: {turn.said}")
+        print(f"bot ({turn.latency:.2f} s after the caller stopped): {turn.heard}")
+
+
+def _bench_latency(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from mindbot.bench import format_summary, run_latency_bench, write_json
+    from mindbot.runtime import MindBot
+
+    settings = Settings.load(llm_temperature=args.temperature, user_idle_secs=0)
+    configure_logging("WARNING")
+    module = _pipeline_module(args.pipeline)
+    bot = MindBot(settings)
+    bot.start()
+    try:
+        result = asyncio.run(
+            run_latency_bench(
+                bot,
+                module.run,
+                system_instruction=getattr(module, "SYSTEM_INSTRUCTION", ""),
+                calls=args.calls,
+                turns_per_call=args.turns,
+                baseline=not args.no_baseline,
+            )
+        )
+    finally:
+        bot.stop()
+    print(format_summary(result.summary()))
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"wrote {args.json}")
+
+
 def _pipelines(_args: argparse.Namespace) -> None:
     for name, module in sorted(available_pipelines().items()):
         print(f"{name}\t{module}")
@@ -91,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=None, help="bind address (MINDBOT_HOST)")
     run.add_argument("--port", type=int, default=None, help="port (MINDBOT_PORT)")
     run.set_defaults(handler=_run)
+
+    call = commands.add_parser("call", help="phone a running bot with the call simulator")
+    call.add_argument("url", help="the bot's Media Streams websocket, e.g. ws://localhost:7860/ws")
+    call.add_argument("utterances", nargs="*", help="what the caller says, in order")
+    call.add_argument("--from-number", default="+15550100001")
+    call.set_defaults(handler=_call)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    latency = benches.add_parser("latency", help="voice-to-voice latency against bare Pipecat")
+    latency.add_argument("pipeline", nargs="?", default="assistant")
+    latency.add_argument("--calls", type=int, default=5, help="calls per system")
+    latency.add_argument("--turns", type=int, default=2, help="questions per call")
+    latency.add_argument("--temperature", type=float, default=0.0, help="LLM temperature")
+    latency.add_argument("--no-baseline", action="store_true", help="skip bare Pipecat")
+    latency.add_argument("--json", help="write the raw results to this file")
+    latency.set_defaults(handler=_bench_latency)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)

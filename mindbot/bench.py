@@ -1,0 +1,400 @@
+"""``mindbot bench latency``: voice-to-voice latency over simulated phone calls, with a baseline.
+
+Each call goes over the Twilio Media Streams websocket on loopback with real-time paced caller
+audio (Piper-synthesized questions). Two figures per reply:
+
+- caller side: from the end of the caller's speech (last voiced sample sent) to the first
+  non-silent bot audio received, measured by the call simulator;
+- pipeline side: Pipecat's ``UserBotLatencyObserver`` (from the caller's actual silence to the
+  bot starting to speak) with its per-stage breakdown.
+
+Calls alternate between MindBot's pipeline and a bare Pipecat bot built from the same
+services and the same LLM server, so every figure also has a ratio that holds on a noisy
+machine. Each server runs on its own event loop in its own thread, apart from the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from loguru import logger
+
+from mindbot.harness import free_port, simulated_call
+from mindbot.runtime import MindBot, PipelineRun
+from mindbot.session import Call, LatencyReport
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How far away is the moon?",
+    "Can you recommend a good book?",
+    "Why is the sky blue?",
+    "Tell me a fun fact about cats.",
+    "How do I make a cup of tea?",
+    "What time zone is London in?",
+    "What should I cook for dinner tonight?",
+]
+
+
+@dataclass
+class Reply:
+    """One measured reply."""
+
+    system: str
+    question: str
+    caller_latency: float
+    pipeline_latency: float | None
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    """Everything one latency run measured."""
+
+    profile: str
+    replies: list[Reply] = field(default_factory=list)
+    greetings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def summary(self) -> dict[str, Any]:
+        """Percentiles per system and the MindBot/bare ratios."""
+        out: dict[str, Any] = {"profile": self.profile, "systems": {}}
+        for system in ("mindbot", "bare"):
+            caller = [r.caller_latency for r in self.replies if r.system == system]
+            pipeline = [
+                r.pipeline_latency
+                for r in self.replies
+                if r.system == system and r.pipeline_latency is not None
+            ]
+            stages: dict[str, list[float]] = defaultdict(list)
+            for r in self.replies:
+                if r.system == system:
+                    for label, secs in r.stages.items():
+                        stages[label].append(secs)
+            out["systems"][system] = {
+                "replies": len(caller),
+                "failures": self.failures.get(system, 0),
+                "caller_p50": _pct(caller, 50),
+                "caller_p95": _pct(caller, 95),
+                "pipeline_p50": _pct(pipeline, 50),
+                "pipeline_p95": _pct(pipeline, 95),
+                "greeting_p50": _pct(self.greetings.get(system, []), 50),
+                "greeting_max": max(self.greetings.get(system, []), default=None),
+                "stages_median": {k: statistics.median(v) for k, v in stages.items()},
+            }
+        mindbot, bare = out["systems"]["mindbot"], out["systems"]["bare"]
+        out["ratios"] = {
+            key: (mindbot[key] / bare[key]) if mindbot[key] and bare[key] else None
+            for key in ("caller_p50", "caller_p95", "pipeline_p50", "pipeline_p95", "greeting_p50")
+        }
+        return out
+
+
+class _LatencyLog:
+    """Collects each session's latency reports, keyed by the caller's number."""
+
+    def __init__(self):
+        self.by_caller: dict[str, list[LatencyReport]] = defaultdict(list)
+
+    def on_latency(self, call: Call, latency: LatencyReport) -> None:
+        self.by_caller[call.from_number or ""].append(latency)
+
+
+class _ThreadedServer:
+    """A uvicorn server on its own event loop in a daemon thread."""
+
+    def __init__(self, app: FastAPI, port: int, ws_max_size: int):
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=ws_max_size
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"ws://127.0.0.1:{port}/ws"
+
+    def __enter__(self) -> _ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the benchmark server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) -> FastAPI:
+    """A bare Pipecat bot: the same services and LLM server, Pipecat's classes as they come.
+
+    Whisper, Piper and smart-turn are Pipecat's own services (each loads its model per call),
+    Silero VAD and the default turn strategies sit on the user aggregator, and there are no
+    MindBot processors or settings beyond the model paths.
+    """
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.frames.frames import TTSSpeakFrame
+    from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
+    from pipecat.runner.utils import parse_telephony_websocket
+    from pipecat.serializers.twilio import TwilioFrameSerializer
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.services.piper.tts import PiperTTSService
+    from pipecat.services.whisper.stt import WhisperSTTService
+    from pipecat.transcriptions.language import Language
+    from pipecat.transports.websocket.fastapi import (
+        FastAPIWebsocketParams,
+        FastAPIWebsocketTransport,
+    )
+    from pipecat.workers.runner import WorkerRunner
+
+    from mindbot.services import _packaged_piper_dir, _packaged_whisper_path
+
+    app = FastAPI()
+    endpoint = bot.services.llm_endpoint
+    settings = bot.settings
+
+    @app.websocket("/ws")
+    async def twilio(websocket: WebSocket):
+        await websocket.accept()
+        _, data = await parse_telephony_websocket(websocket)
+        caller = (data.get("body") or {}).get("from_number", "")
+        transport = FastAPIWebsocketTransport(
+            websocket,
+            params=FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                add_wav_header=False,
+                serializer=TwilioFrameSerializer(
+                    stream_sid=data["stream_id"],
+                    params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
+                ),
+            ),
+        )
+        stt = WhisperSTTService(
+            device="cpu",
+            compute_type="int8",
+            settings=WhisperSTTService.Settings(
+                model=str(_packaged_whisper_path()), language=Language.EN
+            ),
+        )
+        llm = OpenAILLMService(
+            api_key=endpoint.api_key,
+            base_url=endpoint.base_url,
+            settings=OpenAILLMService.Settings(
+                model=endpoint.model,
+                system_instruction=system_instruction,
+                temperature=settings.llm_temperature,
+                max_tokens=settings.llm_max_tokens,
+            ),
+        )
+        llm.supports_developer_role = False
+        tts = PiperTTSService(
+            download_dir=_packaged_piper_dir(),
+            settings=PiperTTSService.Settings(voice=settings.piper_voice),
+        )
+        context = LLMContext()
+        user, assistant = LLMContextAggregatorPair(
+            context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+        )
+        pipeline = Pipeline([transport.input(), stt, user, llm, tts, transport.output(), assistant])
+        latency = UserBotLatencyObserver()
+        stages: dict[str, float] = {}
+
+        @latency.event_handler("on_latency_breakdown")
+        async def _breakdown(_o, breakdown):
+            stages.clear()
+            for part in breakdown.contributions:
+                stages[part.label] = stages.get(part.label, 0.0) + part.duration_secs
+
+        @latency.event_handler("on_latency_measured")
+        async def _measured(_o, seconds):
+            log.by_caller[caller].append(LatencyReport(seconds=seconds, stages=dict(stages)))
+
+        worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=16000, audio_out_sample_rate=8000, enable_metrics=True
+            ),
+            observers=[latency],
+            enable_rtvi=False,
+        )
+
+        @transport.event_handler("on_client_connected")
+        async def _connected(_t, _c):
+            await worker.queue_frames([TTSSpeakFrame(settings.greeting)])
+
+        @transport.event_handler("on_client_disconnected")
+        async def _disconnected(_t, _c):
+            await worker.cancel()
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    return app
+
+
+async def run_latency_bench(
+    bot: MindBot,
+    run: PipelineRun,
+    *,
+    system_instruction: str,
+    calls: int,
+    turns_per_call: int = 2,
+    baseline: bool = True,
+    cache_dir: Path | None = None,
+) -> BenchResult:
+    """Place ``calls`` simulated calls to each system, alternating, and measure every reply."""
+    from mindbot.server import create_app
+
+    log = _LatencyLog()
+    bot.listeners.append(log)
+    result = BenchResult(profile=f"{bot.providers.stt}/{bot.providers.llm}/{bot.providers.tts}")
+    ws_max = bot.settings.max_ws_message_bytes
+    systems = {"mindbot": create_app(bot, run)}
+    if baseline:
+        systems["bare"] = bare_pipecat_app(bot, log, system_instruction)
+    servers = {name: _ThreadedServer(app, free_port(), ws_max) for name, app in systems.items()}
+    for server in servers.values():
+        server.__enter__()
+    try:
+        question = 0
+        for n in range(calls):
+            for name, server in servers.items():
+                caller = f"+1555{n:03d}{len(name):04d}"
+                asked = [QUESTIONS[(question + i) % len(QUESTIONS)] for i in range(turns_per_call)]
+                try:
+                    report = await simulated_call(
+                        server.url,
+                        asked,
+                        from_number=caller,
+                        cache_dir=cache_dir,
+                        transcribe_replies=False,
+                    )
+                except TimeoutError as e:
+                    logger.warning(f"bench: a {name} call failed: {e}")
+                    result.failures[name] += 1
+                    continue
+                await asyncio.sleep(0.5)  # let the session report its last latency
+                result.greetings[name].append(report.greeting.latency or 0.0)
+                reports = log.by_caller.pop(caller, [])
+                for i, turn in enumerate(report.turns):
+                    pipeline = reports[i] if i < len(reports) else None
+                    result.replies.append(
+                        Reply(
+                            system=name,
+                            question=turn.said,
+                            caller_latency=turn.latency or 0.0,
+                            pipeline_latency=pipeline.seconds if pipeline else None,
+                            stages=pipeline.stages if pipeline else {},
+                        )
+                    )
+                print(
+                    f"  call {n + 1}/{calls} {name:8s} "
+                    + " ".join(f"{t.latency:.2f}s" for t in report.turns),
+                    flush=True,
+                )
+            question += turns_per_call
+    finally:
+        for server in servers.values():
+            server.__exit__()
+        bot.listeners.remove(log)
+    return result
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of a latency summary."""
+    m, b = summary["systems"]["mindbot"], summary["systems"].get("bare", {})
+    ratios = summary["ratios"]
+
+    def cell(value: float | None) -> str:
+        return f"{value:.3f} s" if value is not None else "-"
+
+    rows = [
+        ("voice-to-voice p50 (caller side)", "caller_p50"),
+        ("voice-to-voice p95 (caller side)", "caller_p95"),
+        ("silence to bot speech p50 (pipeline)", "pipeline_p50"),
+        ("silence to bot speech p95 (pipeline)", "pipeline_p95"),
+        ("greeting after start p50", "greeting_p50"),
+    ]
+    lines = [
+        f"profile {summary['profile']}: {m['replies']} MindBot replies, "
+        f"{b.get('replies', 0)} bare Pipecat replies",
+        f"{'':40s}{'MindBot':>12s}{'bare':>12s}{'ratio':>8s}",
+    ]
+    for label, key in rows:
+        ratio = ratios.get(key)
+        lines.append(
+            f"{label:40s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}"
+            f"{(f'{ratio:.2f}' if ratio else '-'):>8s}"
+        )
+    lines.append("median stages (pipeline side):")
+    labels = list(dict.fromkeys([*m["stages_median"], *b.get("stages_median", {})]))
+    for label in labels:
+        lines.append(
+            f"  {label:38s}{cell(m['stages_median'].get(label)):>12s}"
+            f"{cell(b.get('stages_median', {}).get(label)):>12s}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    """Write the raw replies, the summary and the machine to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "summary": result.summary(),
+        "replies": [asdict(r) for r in result.replies],
+        "machine": machine_description(),
+        "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def machine_description() -> str:
+    """CPU model, cores and Python, for the benchmark record."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _pct(values: list[float], pct: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
