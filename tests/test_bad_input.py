@@ -4,12 +4,13 @@ import asyncio
 import json
 
 import pytest
-from conftest import wait_until
 from websockets.asyncio.client import connect
 
 from mindbot.callsim import PhoneCall
 from mindbot.harness import serve, ws_url
 from pipelines.assistant import run
+
+from conftest import wait_until
 
 
 async def _next_call_is_greeted(url: str) -> None:

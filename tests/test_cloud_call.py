@@ -2,13 +2,13 @@
 
 import asyncio
 
-from conftest import wait_until
-from pipelines.assistant import SYSTEM_INSTRUCTION, run
-
 from mindbot.callsim import PhoneCall
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.speech import synthesize
 from mindbot.standins import Text
+from pipelines.assistant import SYSTEM_INSTRUCTION, run
+
+from conftest import wait_until
 
 
 async def test_a_call_runs_through_the_cloud_clients(cloud_services, voice_cache):

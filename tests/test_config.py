@@ -4,10 +4,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_settings
 
 from mindbot.config import Settings
 from mindbot.errors import ConfigError
+
+from conftest import make_settings
 
 
 def test_auto_picks_local_models_without_keys():
@@ -16,9 +17,7 @@ def test_auto_picks_local_models_without_keys():
 
 
 def test_auto_picks_cloud_providers_when_their_keys_are_set():
-    settings = make_settings(
-        deepgram_api_key="dg", openai_api_key="sk", cartesia_api_key="ca"
-    )
+    settings = make_settings(deepgram_api_key="dg", openai_api_key="sk", cartesia_api_key="ca")
     providers = settings.resolve()
     assert (providers.stt, providers.llm, providers.tts) == ("deepgram", "openai", "cartesia")
 

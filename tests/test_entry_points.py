@@ -1,10 +1,11 @@
 """Both ways to run a pipeline: ``mindbot run`` and ``python pipelines/assistant.py -t twilio``."""
 
 import pytest
-from conftest import ServerProcess
 
 from mindbot.harness import free_port, simulated_call, ws_url
 from mindbot.standins import Text
+
+from conftest import ServerProcess
 
 
 @pytest.mark.parametrize(

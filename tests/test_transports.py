@@ -5,8 +5,6 @@ import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
-from conftest import make_settings, wait_until
-from pipelines.assistant import GOODBYE, run
 
 from mindbot.callsim import PhoneCall
 from mindbot.errors import ConfigError
@@ -14,6 +12,9 @@ from mindbot.harness import serve, ws_url
 from mindbot.runtime import MindBot
 from mindbot.server import create_daily_room
 from mindbot.standins import DailyRESTStandIn, TwilioRESTStandIn
+from pipelines.assistant import GOODBYE, run
+
+from conftest import make_settings, wait_until
 
 ACCOUNT_SID = "AC" + "1" * 32
 
@@ -109,9 +110,13 @@ async def test_webrtc_signalling_rejects_bad_requests_and_starts_sessions(cloud_
             assert bad.status_code == 400
             missing = await client.post("/api/offer", json={"type": "offer"})
             assert missing.status_code == 400
-            unknown = await client.post("/sessions/nope/api/offer", json={"sdp": "", "type": "offer"})
+            unknown = await client.post(
+                "/sessions/nope/api/offer", json={"sdp": "", "type": "offer"}
+            )
             assert unknown.status_code == 404
-            assert (await client.post("/start", json={"transport": "carrier-pigeon"})).status_code == 400
+            assert (
+                await client.post("/start", json={"transport": "carrier-pigeon"})
+            ).status_code == 400
             assert (await client.get("/healthz")).json() == {"status": "ok", "active_sessions": 0}
     finally:
         bot.stop()

@@ -12,13 +12,14 @@ import av
 import httpx
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from conftest import wait_until
-from pipelines.assistant import run
 
 from mindbot.audio import resample
 from mindbot.harness import serve
 from mindbot.speech import synthesize
 from mindbot.standins import Text
+from pipelines.assistant import run
+
+from conftest import wait_until
 
 RATE = 48000
 FRAME = 960  # 20 ms
