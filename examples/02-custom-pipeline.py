@@ -40,7 +40,7 @@ async def timed_assistant(transport, call, bot: MindBot) -> None:
         ]
     )
     worker = bot.worker(pipeline, call)
-    bot.greet_on_connect(transport, worker, bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
     await bot.run_worker(worker)
 
 

@@ -61,7 +61,7 @@ async def careful_assistant(transport, call, bot: MindBot) -> None:
         ]
     )
     worker = bot.worker(pipeline, call)
-    bot.greet_on_connect(transport, worker, bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
     await bot.run_worker(worker)
 
 

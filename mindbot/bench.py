@@ -34,7 +34,7 @@ from fastapi import FastAPI, WebSocket
 from loguru import logger
 
 from mindbot.harness import free_port, simulated_call
-from mindbot.runtime import MindBot, PipelineRun
+from mindbot.runtime import MindBot, PipelineRun, latency_observer
 from mindbot.session import Call, LatencyReport
 
 QUESTIONS = [
@@ -147,7 +147,6 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
     """
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.frames.frames import TTSSpeakFrame
-    from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.processors.aggregators.llm_context import LLMContext
@@ -217,25 +216,12 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
             context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
         )
         pipeline = Pipeline([transport.input(), stt, user, llm, tts, transport.output(), assistant])
-        latency = UserBotLatencyObserver()
-        stages: dict[str, float] = {}
-
-        @latency.event_handler("on_latency_breakdown")
-        async def _breakdown(_o, breakdown):
-            stages.clear()
-            for part in breakdown.contributions:
-                stages[part.label] = stages.get(part.label, 0.0) + part.duration_secs
-
-        @latency.event_handler("on_latency_measured")
-        async def _measured(_o, seconds):
-            log.by_caller[caller].append(LatencyReport(seconds=seconds, stages=dict(stages)))
-
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=16000, audio_out_sample_rate=8000, enable_metrics=True
             ),
-            observers=[latency],
+            observers=[latency_observer(log.by_caller[caller].append)],
             enable_rtvi=False,
         )
 

@@ -99,7 +99,9 @@ def _bench_latency(args: argparse.Namespace) -> None:
     from mindbot.bench import format_summary, run_latency_bench, write_json
     from mindbot.runtime import MindBot
 
-    settings = Settings.load(llm_temperature=args.temperature, user_idle_secs=0)
+    settings = Settings.load(
+        llm_temperature=args.temperature, llm_max_tokens=args.max_tokens, user_idle_secs=0
+    )
     configure_logging("WARNING")
     module = _pipeline_module(args.pipeline)
     bot = MindBot(settings)
@@ -153,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--calls", type=int, default=5, help="calls per system")
     latency.add_argument("--turns", type=int, default=2, help="questions per call")
     latency.add_argument("--temperature", type=float, default=0.0, help="LLM temperature")
+    latency.add_argument(
+        "--max-tokens", type=int, default=48, help="reply length cap (only shortens the calls)"
+    )
     latency.add_argument("--no-baseline", action="store_true", help="skip bare Pipecat")
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)

@@ -40,6 +40,33 @@ PipelineRun = Callable[[BaseTransport, Call, "MindBot"], Awaitable[None]]
 """A pipeline's entry point: run one session on a connected transport."""
 
 
+def latency_observer(report: Callable[[LatencyReport], None]) -> UserBotLatencyObserver:
+    """Pipecat's ``UserBotLatencyObserver``, reporting each reply's latency with its stages.
+
+    Pipecat announces a reply's latency (``on_latency_measured``) just before its breakdown
+    (``on_latency_breakdown``); they are paired here into one ``LatencyReport``. The greeting,
+    which is timed from the client connecting rather than from the user's silence, is skipped.
+    """
+    observer = UserBotLatencyObserver()
+    measured: list[float] = []
+
+    @observer.event_handler("on_latency_measured")
+    async def _measured(_observer, seconds: float):
+        measured.append(seconds)
+
+    @observer.event_handler("on_latency_breakdown")
+    async def _breakdown(_observer, breakdown: LatencyBreakdown):
+        if not measured:
+            return
+        stages: dict[str, float] = {}
+        for part in breakdown.contributions:
+            stages[part.label] = stages.get(part.label, 0.0) + part.duration_secs
+        report(LatencyReport(seconds=measured.pop(), stages=stages))
+        measured.clear()
+
+    return observer
+
+
 class MindBot:
     """The process-wide runtime shared by every session.
 
@@ -149,20 +176,10 @@ class MindBot:
             pipeline: The session's pipeline.
             call: The session's call.
         """
-        latency = UserBotLatencyObserver()
-        pending: dict[str, float] = {}
 
-        @latency.event_handler("on_latency_breakdown")
-        async def _breakdown(_observer, breakdown: LatencyBreakdown):
-            pending.clear()
-            for part in breakdown.contributions:
-                pending[part.label] = pending.get(part.label, 0.0) + part.duration_secs
-
-        @latency.event_handler("on_latency_measured")
-        async def _measured(_observer, seconds: float):
-            report = LatencyReport(seconds=seconds, stages=dict(pending))
-            logger.info(f"{call}: voice-to-voice {seconds:.3f}s (pipeline side)")
-            self._notify("on_latency", call, report)
+        def report(latency: LatencyReport) -> None:
+            logger.info(f"{call}: voice-to-voice {latency.seconds:.3f}s (pipeline side)")
+            self._notify("on_latency", call, latency)
 
         return PipelineWorker(
             pipeline,
@@ -172,25 +189,28 @@ class MindBot:
                 enable_metrics=True,
                 enable_usage_metrics=True,
             ),
-            observers=[latency],
+            observers=[latency_observer(report)],
             # RTVI talks to browser clients; a phone line would receive its JSON as noise.
             enable_rtvi=call.transport != "twilio",
             idle_timeout_secs=self.settings.session_idle_timeout,
             conversation_id=call.session_id,
         )
 
-    def greet_on_connect(self, transport: BaseTransport, worker: PipelineWorker, text: str) -> None:
-        """Speak ``text`` as soon as the client connects.
+    def manage_connection(
+        self, transport: BaseTransport, worker: PipelineWorker, *, greeting: str | None
+    ) -> None:
+        """Greet the caller as soon as they connect, and end the session when they leave.
 
         Args:
             transport: The session's transport.
             worker: The session's worker.
-            text: The greeting.
+            greeting: What the bot says first (``None``: the caller speaks first).
         """
 
         @transport.event_handler("on_client_connected")
         async def _connected(_transport, _client):
-            await worker.queue_frames([TTSSpeakFrame(text)])
+            if greeting:
+                await worker.queue_frames([TTSSpeakFrame(greeting)])
 
         @transport.event_handler("on_client_disconnected")
         async def _disconnected(_transport, _client):

@@ -74,7 +74,7 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         assistant,
     )
     worker = bot.worker(pipeline, call)
-    bot.greet_on_connect(transport, worker, bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
     bot.end_after_idle(user, worker, prompt=STILL_THERE, goodbye=GOODBYE)
     await bot.run_worker(worker)
 

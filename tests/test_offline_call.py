@@ -30,8 +30,12 @@ class Recorder:
 
 
 async def test_a_caller_is_greeted_and_gets_a_spoken_english_answer(offline_bot, voice_cache):
+    from loguru import logger
+
     recorder = Recorder()
     offline_bot.listeners.append(recorder)
+    logged: list[str] = []
+    sink = logger.add(lambda m: logged.append(m.record["message"]), level="DEBUG")
     try:
         async with serve(offline_bot, run) as base_url:
             report = await simulated_call(
@@ -42,6 +46,7 @@ async def test_a_caller_is_greeted_and_gets_a_spoken_english_answer(offline_bot,
             )
     finally:
         offline_bot.listeners.remove(recorder)
+        logger.remove(sink)
 
     assert "help" in report.greeting.heard.lower()
     answer = report.turns[0]
@@ -53,7 +58,10 @@ async def test_a_caller_is_greeted_and_gets_a_spoken_english_answer(offline_bot,
     assert "capital of france" in user_turns[0].text.lower()
     call = recorder.turns[0][0]
     assert call.transport == "twilio" and call.from_number == "+15550100042"
-    assert recorder.latencies and recorder.latencies[0].stages
+    assert any(line.endswith(f"user: {user_turns[0].text}") for line in logged)
+    latency = recorder.latencies[0]
+    assert "transcription" in latency.stages and "speech synthesis" in latency.stages
+    assert abs(sum(latency.stages.values()) - latency.seconds) < 0.1
     assert recorder.ended[0][1] == "completed"
 
 

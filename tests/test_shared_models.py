@@ -1,7 +1,6 @@
 """Heavy models are loaded once per process and shared; per-stream state is not."""
 
 import numpy as np
-from conftest import make_settings
 from pipecat.frames.frames import InputAudioRawFrame, TranscriptionFrame, TTSAudioRawFrame
 from pipecat.tests.utils import run_test
 
@@ -13,6 +12,8 @@ from mindbot.local_services import (
 )
 from mindbot.services import SharedModels
 from mindbot.speech import synthesize
+
+from conftest import make_settings
 
 
 def test_each_model_is_loaded_once():
