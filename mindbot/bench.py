@@ -248,9 +248,14 @@ async def run_latency_bench(
     calls: int,
     turns_per_call: int = 2,
     baseline: bool = True,
+    warmup_calls: int = 1,
     cache_dir: Path | None = None,
 ) -> BenchResult:
-    """Place ``calls`` simulated calls to each system, alternating, and measure every reply."""
+    """Place ``calls`` simulated calls to each system, alternating, and measure every reply.
+
+    ``warmup_calls`` unmeasured calls per system come first, so that neither system pays
+    for first use (the LLM server's prompt cache, lazy imports) inside the figures.
+    """
     from mindbot.server import create_app
 
     log = _LatencyLog()
@@ -264,6 +269,17 @@ async def run_latency_bench(
     for server in servers.values():
         server.__enter__()
     try:
+        for n in range(warmup_calls):
+            for name, server in servers.items():
+                caller = f"+1555999{n:02d}{len(name):02d}"
+                await simulated_call(
+                    server.url,
+                    QUESTIONS[:1],
+                    from_number=caller,
+                    cache_dir=cache_dir,
+                    transcribe_replies=False,
+                )
+                log.by_caller.pop(caller, None)
         question = 0
         for n in range(calls):
             for name, server in servers.items():

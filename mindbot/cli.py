@@ -115,6 +115,7 @@ def _bench_latency(args: argparse.Namespace) -> None:
                 calls=args.calls,
                 turns_per_call=args.turns,
                 baseline=not args.no_baseline,
+                warmup_calls=args.warmup,
             )
         )
     finally:
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument(
         "--max-tokens", type=int, default=48, help="reply length cap (only shortens the calls)"
     )
+    latency.add_argument("--warmup", type=int, default=1, help="unmeasured calls per system")
     latency.add_argument("--no-baseline", action="store_true", help="skip bare Pipecat")
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)

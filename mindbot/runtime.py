@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from loguru import logger
-from pipecat.frames.frames import EndWorkerFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndWorkerFrame, ErrorFrame, TTSSpeakFrame
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -24,6 +24,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregator,
 )
+from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
@@ -35,6 +36,8 @@ PIPELINE_INPUT_RATE = 16000
 """Whisper reads 16 kHz PCM, so the pipeline input runs at 16 kHz on every transport."""
 
 OUTPUT_RATES = {"twilio": 8000, "webrtc": 24000, "daily": 24000}
+
+APOLOGY = "Sorry, I had trouble answering that. Could you say it again?"
 
 PipelineRun = Callable[[BaseTransport, Call, "MindBot"], Awaitable[None]]
 """A pipeline's entry point: run one session on a connected transport."""
@@ -181,7 +184,7 @@ class MindBot:
             logger.info(f"{call}: voice-to-voice {latency.seconds:.3f}s (pipeline side)")
             self._notify("on_latency", call, latency)
 
-        return PipelineWorker(
+        worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=PIPELINE_INPUT_RATE,
@@ -195,6 +198,18 @@ class MindBot:
             idle_timeout_secs=self.settings.session_idle_timeout,
             conversation_id=call.session_id,
         )
+        last_apology = 0.0
+
+        @worker.event_handler("on_pipeline_error")
+        async def _error(worker: PipelineWorker, frame: ErrorFrame):
+            nonlocal last_apology
+            logger.warning(f"{call}: {frame.processor or 'pipeline'} failed: {frame.error}")
+            # A failed LLM reply would otherwise leave the caller in silence.
+            if isinstance(frame.processor, LLMService) and time.monotonic() - last_apology > 5:
+                last_apology = time.monotonic()
+                await worker.queue_frames([TTSSpeakFrame(APOLOGY)])
+
+        return worker
 
     def manage_connection(
         self, transport: BaseTransport, worker: PipelineWorker, *, greeting: str | None

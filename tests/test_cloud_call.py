@@ -4,8 +4,9 @@ import asyncio
 
 from mindbot.callsim import PhoneCall
 from mindbot.harness import serve, simulated_call, ws_url
+from mindbot.runtime import APOLOGY
 from mindbot.speech import synthesize
-from mindbot.standins import Text
+from mindbot.standins import MidStreamError, Text
 from pipelines.assistant import SYSTEM_INSTRUCTION, run
 
 from conftest import wait_until
@@ -89,3 +90,24 @@ class TurnRecorder:
     def on_turn(self, call, turn):
         if turn.role == "assistant":
             self.assistant.append(turn)
+
+
+async def test_when_the_llm_fails_the_caller_hears_an_apology_and_the_call_goes_on(
+    cloud_services, voice_cache
+):
+    cloud_services.llm.script(MidStreamError("overloaded"), Text("Paris is the capital of France."))
+    bot = cloud_services.bot()
+    try:
+        async with serve(bot, run) as base_url:
+            await simulated_call(
+                ws_url(base_url),
+                ["What is the capital of France?", "What is the capital of France?"],
+                cache_dir=voice_cache,
+                transcribe_replies=False,
+            )
+    finally:
+        bot.stop()
+    spoken = [r.get("transcript", "") for r in cloud_services.cartesia.requests]
+    assert any(APOLOGY in text for text in spoken)
+    assert any("Paris is the capital of France." in text for text in spoken)
+    assert len(cloud_services.llm.requests) == 2
