@@ -7,7 +7,7 @@ import json
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.frames.frames import CancelWorkerFrame, Frame
+from pipecat.frames.frames import Frame
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -27,8 +27,9 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
     A message that is not a JSON object, or is larger than ``max_message_bytes``, breaks the
     Media Streams protocol: it raises ``ProtocolError``, which ends the transport's receive
     loop, so the session ends and the connection closes. Events Twilio may add later are
-    logged and ignored. Twilio's ``stop`` (the caller hung up) ends the session at once,
-    without asking Twilio's API to hang up a call that is already over.
+    logged and ignored. After Twilio's ``stop`` (the caller hung up; Twilio closes the socket
+    next, which ends the session) the bot never asks Twilio's API to hang up a call that is
+    already over.
 
     Args:
         max_message_bytes: The largest message accepted.
@@ -55,8 +56,8 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
             logger.warning(f"{self}: ignoring unknown Twilio event {event[:40]!r}")
             return None
         if event == "stop":
-            self._hangup_attempted = True
-            return CancelWorkerFrame(reason="caller hung up")
+            self._hangup_attempted = True  # the caller hung up: nothing to hang up
+            return None
         return await super().deserialize(data)
 
 
