@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4.1-mini"
     llm_temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     llm_max_tokens: int = Field(default=200, gt=0)
+    context_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Summarize older turns once the conversation exceeds this many tokens; default: "
+            "half of the local model's context, or 8000 for other LLMs."
+        ),
+    )
+    context_max_messages: int = Field(
+        default=20, ge=2, description="Summarize after this many new messages, whatever the size."
+    )
 
     # --- The local llama.cpp server (llm=local without llm_base_url) -------------------------
     local_llm_model_path: Path | None = Field(

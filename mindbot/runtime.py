@@ -151,13 +151,19 @@ class MindBot:
     ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
         """The session's user and assistant aggregators, reporting turns to the listeners.
 
-        The user side carries Silero VAD, smart-turn end-of-turn detection and barge-in.
+        The user side carries Silero VAD, smart-turn end-of-turn detection and barge-in; the
+        assistant side summarizes older turns with Pipecat's context summarization, so a long
+        call stays within the model's context.
 
         Args:
             context: The session's LLM context.
             call: The session's call.
         """
-        user, assistant = LLMContextAggregatorPair(context, user_params=self.services.user_params())
+        user, assistant = LLMContextAggregatorPair(
+            context,
+            user_params=self.services.user_params(),
+            assistant_params=self.services.assistant_params(),
+        )
 
         @user.event_handler("on_user_turn_stopped")
         async def _user_turn(_aggregator, _strategy, message):

@@ -17,7 +17,10 @@ from typing import Any
 from loguru import logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregatorParams,
+    LLMUserAggregatorParams,
+)
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
@@ -28,6 +31,7 @@ from pipecat.turns.user_stop import (
     TurnAnalyzerUserTurnStopStrategy,
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.utils.context.llm_context_summarization import LLMAutoContextSummarizationConfig
 
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
@@ -236,6 +240,21 @@ class ServiceFactory:
             ),
             user_turn_stop_timeout=s.user_turn_stop_timeout,
             user_idle_timeout=s.user_idle_secs,
+        )
+
+    def assistant_params(self) -> LLMAssistantAggregatorParams:
+        """The assistant aggregator's parameters: automatic context summarization."""
+        s = self.settings
+        max_tokens = s.context_max_tokens
+        if max_tokens is None:
+            local_server = self.providers.llm == "local" and not s.llm_base_url
+            max_tokens = s.local_llm_context // 2 if local_server else 8000
+        return LLMAssistantAggregatorParams(
+            enable_auto_context_summarization=True,
+            auto_context_summarization_config=LLMAutoContextSummarizationConfig(
+                max_context_tokens=max_tokens,
+                max_unsummarized_messages=s.context_max_messages,
+            ),
         )
 
 
