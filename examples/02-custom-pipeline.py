@@ -17,7 +17,6 @@ from mindbot.config import Settings
 from mindbot.harness import serve, ws_url
 from mindbot.logs import configure_logging
 from mindbot.runtime import MindBot
-from pipelines.assistant import SYSTEM_INSTRUCTION
 from processors.call_time_limit import CallTimeLimitProcessor
 
 LIMIT_SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
@@ -26,13 +25,14 @@ LIMIT_SECS = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
 async def timed_assistant(transport, call, bot: MindBot) -> None:
     """The assistant, cut off politely after ``LIMIT_SECS``."""
     services = bot.services
+    persona = bot.persona_for(call)
     user, assistant = bot.context_aggregators(LLMContext(), call)
     pipeline = Pipeline(
         [
             transport.input(),
             services.stt(),
             user,
-            services.llm(system_instruction=SYSTEM_INSTRUCTION),
+            services.llm(system_instruction=persona.system_instruction()),
             CallTimeLimitProcessor(max_secs=LIMIT_SECS),
             services.tts(),
             transport.output(),
@@ -40,7 +40,7 @@ async def timed_assistant(transport, call, bot: MindBot) -> None:
         ]
     )
     worker = bot.worker(pipeline, call)
-    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=persona.greeting_for(None))
     await bot.run_worker(worker)
 
 

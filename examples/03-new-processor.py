@@ -18,7 +18,6 @@ from mindbot.config import Settings
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.logs import configure_logging
 from mindbot.runtime import MindBot
-from pipelines.assistant import SYSTEM_INSTRUCTION
 
 NOTICE = "If this is a medical emergency, please hang up and dial nine one one."
 
@@ -47,6 +46,7 @@ class EmergencyNoticeProcessor(FrameProcessor):
 async def careful_assistant(transport, call, bot: MindBot) -> None:
     """The assistant with the notice placed between the speech recognizer and the LLM."""
     services = bot.services
+    persona = bot.persona_for(call)
     user, assistant = bot.context_aggregators(LLMContext(), call)
     pipeline = Pipeline(
         [
@@ -54,14 +54,14 @@ async def careful_assistant(transport, call, bot: MindBot) -> None:
             services.stt(),
             EmergencyNoticeProcessor(),
             user,
-            services.llm(system_instruction=SYSTEM_INSTRUCTION),
+            services.llm(system_instruction=persona.system_instruction()),
             services.tts(),
             transport.output(),
             assistant,
         ]
     )
     worker = bot.worker(pipeline, call)
-    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=persona.greeting_for(None))
     await bot.run_worker(worker)
 
 

@@ -171,6 +171,7 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
     app = FastAPI()
     endpoint = bot.services.llm_endpoint
     settings = bot.settings
+    greeting = bot.personas.get(settings.persona).greeting_for(None)
 
     @app.websocket("/ws")
     async def twilio(websocket: WebSocket):
@@ -227,7 +228,7 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
 
         @transport.event_handler("on_client_connected")
         async def _connected(_t, _c):
-            await worker.queue_frames([TTSSpeakFrame(settings.greeting)])
+            await worker.queue_frames([TTSSpeakFrame(greeting)])
 
         @transport.event_handler("on_client_disconnected")
         async def _disconnected(_t, _c):

@@ -111,7 +111,7 @@ def _bench_latency(args: argparse.Namespace) -> None:
             run_latency_bench(
                 bot,
                 module.run,
-                system_instruction=getattr(module, "SYSTEM_INSTRUCTION", ""),
+                system_instruction=bot.personas.get(settings.persona).system_instruction(),
                 calls=args.calls,
                 turns_per_call=args.turns,
                 baseline=not args.no_baseline,

@@ -144,7 +144,15 @@ class Settings(BaseSettings):
     # --- Misc ----------------------------------------------------------------------------------
     data_dir: Path = Path("data")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    greeting: str = "Hi, I'm MindBot. How can I help you today?"
+    persona: str = Field(default="mindbot", description="The default persona's name.")
+    persona_dirs: list[Path] = Field(
+        default_factory=list,
+        description="More persona folders (JSON list), after the shipped one; later ones win.",
+    )
+    persona_by_number: dict[str, str] = Field(
+        default_factory=dict,
+        description='Persona per dialled number (JSON), e.g. {"+15550100": "receptionist"}.',
+    )
 
     @field_validator("deepgram_base_url", "cartesia_url", "daily_api_url")
     @classmethod

@@ -29,6 +29,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
+from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
 from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
 
@@ -81,6 +82,8 @@ class MindBot:
         self.settings = settings
         self.providers: Providers = settings.resolve()
         self.models = SharedModels(settings)
+        self.personas = PersonaLibrary([SHIPPED_DIR, *settings.persona_dirs])
+        self.personas.get(settings.persona)  # an unknown default persona stops start-up
         self.listeners: list[SessionListener] = []
         self._llm_server = None
         self._factory: ServiceFactory | None = None
@@ -139,6 +142,18 @@ class MindBot:
         server.start()
         self._llm_server = server
         return LLMEndpoint(base_url=server.base_url, model=server.model_alias, api_key="local")
+
+    def persona_for(self, call: Call) -> Persona:
+        """The call's persona: from its request body, else by dialled number, else the default.
+
+        A persona asked for by name that does not exist is logged, and the default is used.
+        """
+        name = call.body.get("persona") or self.settings.persona_by_number.get(call.to_number or "")
+        if isinstance(name, str) and name in self.personas.names():
+            return self.personas.get(name)
+        if name:
+            logger.warning(f"{call}: unknown persona {str(name)[:40]!r}; using the default")
+        return self.personas.get(self.settings.persona)
 
     def local_llm_healthy(self) -> bool | None:
         """Whether the supervised llama.cpp server answers (``None`` when MindBot runs none)."""

@@ -10,6 +10,7 @@ a missing extra matters only if that provider is chosen.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,9 +198,15 @@ class ServiceFactory:
             service.supports_developer_role = False
         return service
 
-    def tts(self) -> TTSService:
-        """A text-to-speech service for one session."""
+    def tts(self, *, voices: Mapping[str, str] | None = None) -> TTSService:
+        """A text-to-speech service for one session.
+
+        Args:
+            voices: A persona's voice per provider. Cartesia uses its voice id; Piper speaks
+                with the one voice loaded for the process (``MINDBOT_PIPER_VOICE``).
+        """
         s = self.settings
+        voices = voices or {}
         if self.providers.tts == "cartesia":
             from pipecat.services.cartesia.tts import CartesiaTTSService
 
@@ -208,7 +215,9 @@ class ServiceFactory:
                 api_key=s.cartesia_api_key.get_secret_value(),
                 url=s.cartesia_url,
                 settings=CartesiaTTSService.Settings(
-                    voice=s.cartesia_voice, model=s.cartesia_model, language=Language.EN
+                    voice=voices.get("cartesia", s.cartesia_voice),
+                    model=s.cartesia_model,
+                    language=Language.EN,
                 ),
             )
         from mindbot.local_services import SharedPiperTTSService

@@ -1,4 +1,4 @@
-"""Assistant: MindBot's general voice assistant.
+"""Assistant: MindBot's general voice assistant, speaking as the call's persona.
 
 transport.input → STT → user context (Silero VAD, smart-turn, barge-in) → LLM → TTS
     → transport.output → assistant context
@@ -23,16 +23,6 @@ from pipecat.transports.base_transport import BaseTransport
 
 from mindbot.runtime import MindBot
 from mindbot.session import Call
-
-SYSTEM_INSTRUCTION = """\
-You are MindBot, a friendly voice assistant talking with someone over a live audio call.
-Everything you write is spoken aloud by a speech synthesizer, so:
-- Answer in one to three short sentences. Say the most useful thing first.
-- Use plain spoken words: no markdown, lists, headings, emoji, links or code.
-- Write numbers, dates and units the way a person would say them.
-- If you did not catch something, ask the caller to repeat it briefly.
-- Refer back to what the caller said earlier in the call when it helps.
-- If you do not know, say so plainly rather than guessing."""
 
 STILL_THERE = "Are you still there?"
 GOODBYE = "It seems you've stepped away. Goodbye for now!"
@@ -63,18 +53,19 @@ def build(
 async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     """Run one assistant session on a connected transport until it ends."""
     services = bot.services
+    persona = bot.persona_for(call)
     context = LLMContext()
     user, assistant = bot.context_aggregators(context, call)
     pipeline = build(
         transport,
         services.stt(),
         user,
-        services.llm(system_instruction=SYSTEM_INSTRUCTION),
-        services.tts(),
+        services.llm(system_instruction=persona.system_instruction()),
+        services.tts(voices=persona.voices),
         assistant,
     )
     worker = bot.worker(pipeline, call)
-    bot.manage_connection(transport, worker, greeting=bot.settings.greeting)
+    bot.manage_connection(transport, worker, greeting=persona.greeting_for(None))
     bot.end_after_idle(user, worker, prompt=STILL_THERE, goodbye=GOODBYE)
     await bot.run_worker(worker)
 

@@ -4,10 +4,11 @@ import asyncio
 
 from mindbot.callsim import PhoneCall
 from mindbot.harness import serve, simulated_call, ws_url
+from mindbot.personas import SHIPPED_DIR, PersonaLibrary
 from mindbot.runtime import APOLOGY
 from mindbot.speech import synthesize
 from mindbot.standins import MidStreamError, Text
-from pipelines.assistant import SYSTEM_INSTRUCTION, run
+from pipelines.assistant import run
 
 from conftest import wait_until
 
@@ -37,7 +38,8 @@ async def test_a_call_runs_through_the_cloud_clients(cloud_services, voice_cache
 
     request = cloud_services.llm.requests[0]
     assert request["model"] == "gpt-test"
-    assert request["messages"][0] == {"role": "system", "content": SYSTEM_INSTRUCTION}
+    instruction = PersonaLibrary([SHIPPED_DIR]).default.system_instruction()
+    assert request["messages"][0] == {"role": "system", "content": instruction}
     user = [m["content"] for m in request["messages"] if m["role"] == "user"]
     assert "capital of france" in user[-1].lower()
     assert cloud_services.llm.headers[0]["authorization"] == "Bearer sk-test"
