@@ -15,3 +15,7 @@ class LocalLLMError(MindBotError):
 
 class ProtocolError(MindBotError):
     """A peer sent a message that breaks its wire protocol (e.g. Twilio Media Streams)."""
+
+
+class StorageError(MindBotError):
+    """The database cannot be opened or used; the message names the file and the problem."""

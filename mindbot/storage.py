@@ -1,0 +1,1146 @@
+"""Persistence: users, sessions, turns, memories, preferences and audit events in one SQLite file.
+
+This is the only module that opens the database or holds SQL. Everything else sees the
+``Storage`` protocol and its dataclass records, so another backend (PostgreSQL) can be added
+behind the same methods.
+
+The file is opened through sqlite-utils in WAL mode with a busy timeout and foreign keys on. Its
+schema is built by ``MIGRATIONS``, applied in order and counted in ``PRAGMA user_version``;
+opening an older file upgrades it, and a file from a newer MindBot is refused untouched.
+
+Timestamps are UTC ISO-8601 strings with microseconds and an explicit offset, as ``utc_now()``
+returns them (``2025-01-31T09:15:00.123456+00:00``). Every timestamp is normalized to that form
+on the way in, so comparing the strings orders them in time.
+
+``AsyncStorageWriter`` runs the writes on a background thread so that the audio event loop never
+waits on the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from loguru import logger
+from sqlite_utils import Database
+
+from mindbot.errors import StorageError
+
+IdentityKind = Literal["phone", "webrtc", "daily", "slack", "discord"]
+Role = Literal["user", "assistant"]
+
+IDENTITY_KINDS: frozenset[str] = frozenset({"phone", "webrtc", "daily", "slack", "discord"})
+ROLES: frozenset[str] = frozenset({"user", "assistant"})
+
+_T = TypeVar("_T")
+
+BUSY_TIMEOUT_MS = 5000
+# How long a write keeps retrying to take the write lock, busy timeouts included.
+_LOCK_WAIT_SECS = 30.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def utc_now() -> str:
+    """The current time as MindBot stores it: a UTC ISO-8601 string with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _utc(value: str) -> str:
+    """Normalizes an ISO-8601 timestamp with an offset to ``utc_now()``'s form."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from e
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a UTC offset: {value!r}")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _utc_or_none(value: str | None) -> str | None:
+    return None if value is None else _utc(value)
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class User:
+    """A person MindBot knows, whatever channel they come through.
+
+    Args:
+        id: The user's id in storage.
+        created_at: When the user was first seen.
+        display_name: What to call them, if known (personal data).
+    """
+
+    id: int
+    created_at: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One way a user reaches MindBot, e.g. ``kind="phone", value="+15551234567"``.
+
+    Args:
+        user_id: The user this identity belongs to.
+        kind: One of ``phone``, ``webrtc``, ``daily``, ``slack``, ``discord``.
+        value: The phone number or the channel's user id (personal data).
+        created_at: When it was first seen.
+    """
+
+    user_id: int
+    kind: str
+    value: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One conversation (a call, a WebRTC or Daily session).
+
+    Args:
+        id: The session id (``Call.session_id``).
+        user_id: The user on the other end, or None for an anonymous caller.
+        transport: ``webrtc``, ``daily``, ``twilio``, …
+        pipeline: The pipeline's name.
+        persona: The persona the bot played.
+        started_at: When it started (defaults to now).
+        ended_at: When it ended, once it has.
+        end_reason: Why it ended, once it has (``completed``, ``cancelled``, ``error``, …).
+    """
+
+    id: str
+    user_id: int | None
+    transport: str
+    pipeline: str
+    persona: str
+    started_at: str = field(default_factory=utc_now)
+    ended_at: str | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One user or assistant turn of a session.
+
+    Args:
+        session_id: The session it belongs to (started with ``start_session`` first).
+        idx: Its position in the session, chosen by the caller; unique within the session.
+        role: ``user`` or ``assistant``.
+        text: What was said (personal data).
+        started_at: When it started (defaults to now).
+        ended_at: When it ended (defaults to now).
+        interrupted: Whether it was cut off.
+        latency_secs: For an assistant turn, from the user's end of speech to the first audio.
+        stages: Latency contributions, label → seconds.
+        emotion: Detected emotion, any JSON object.
+        sources: Retrieved sources the answer used, any JSON list.
+        tool_calls: Tool calls made during the turn, any JSON list.
+        id: The turn's id in storage (None until stored).
+    """
+
+    session_id: str
+    idx: int
+    role: Role
+    text: str
+    started_at: str = field(default_factory=utc_now)
+    ended_at: str = field(default_factory=utc_now)
+    interrupted: bool = False
+    latency_secs: float | None = None
+    stages: dict[str, float] | None = None
+    emotion: dict[str, Any] | None = None
+    sources: list[Any] | None = None
+    tool_calls: list[Any] | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """Something MindBot learned about a user.
+
+    Args:
+        user_id: Whom it is about.
+        text: The memory itself (personal data).
+        kind: What sort of memory, e.g. ``fact`` or ``preference``.
+        confidence: How sure MindBot is, from 0 to 1.
+        source_session_id: The session it was learned in, if any.
+        source_turn_idx: The turn it was learned from, if any.
+        created_at: When it was learned (defaults to now).
+        expires_at: When to forget it, if ever.
+        id: The memory's id in storage (None until stored).
+    """
+
+    user_id: int
+    text: str
+    kind: str
+    confidence: float
+    source_session_id: str | None = None
+    source_turn_idx: int | None = None
+    created_at: str = field(default_factory=utc_now)
+    expires_at: str | None = None
+    id: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema
+
+Migration = str | Callable[[Database], None]
+
+_V1_CALLS = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    display_name TEXT
+);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL CHECK (kind IN ('phone', 'webrtc', 'daily', 'slack', 'discord')),
+    value TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (kind, value)  -- also the index for lookups by (kind, value)
+);
+CREATE INDEX identities_user ON identities(user_id);
+CREATE INDEX identities_value ON identities(value);
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER REFERENCES users(id),
+    transport TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    persona TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    end_reason TEXT
+);
+CREATE INDEX sessions_user_started ON sessions(user_id, started_at);
+CREATE TABLE turns (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    idx INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    text TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT NOT NULL,
+    interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1)),
+    latency_secs REAL,
+    stages TEXT CHECK (stages IS NULL OR json_valid(stages)),
+    emotion TEXT CHECK (emotion IS NULL OR json_valid(emotion)),
+    sources TEXT CHECK (sources IS NULL OR json_valid(sources)),
+    tool_calls TEXT CHECK (tool_calls IS NULL OR json_valid(tool_calls)),
+    UNIQUE (session_id, idx)  -- also the index for turns by session
+);
+"""
+
+_V2_KNOWLEDGE = """
+CREATE TABLE memories (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    text TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    confidence REAL NOT NULL CHECK (confidence BETWEEN 0 AND 1),
+    source_session_id TEXT REFERENCES sessions(id) ON DELETE SET NULL,
+    source_turn_idx INTEGER,
+    created_at TEXT NOT NULL,
+    expires_at TEXT
+);
+CREATE INDEX memories_user_created ON memories(user_id, created_at);
+CREATE INDEX memories_source_session ON memories(source_session_id);
+CREATE TABLE preferences (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL CHECK (json_valid(value)),
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+"""
+
+_V3_EVENTS = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL CHECK (json_valid(data))
+);
+CREATE INDEX events_kind_at ON events(kind, at);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_CALLS, _V2_KNOWLEDGE, _V3_EVENTS)
+"""The schema's history: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
+
+Append only; never edit a migration that has shipped. An SQL string runs as a script, a
+function gets the ``Database``; both run inside the upgrade's transaction.
+"""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# ----------------------------------------------------------------------------------------------
+# The interface
+
+
+class Storage(Protocol):
+    """What MindBot stores and reads back; ``SQLiteStorage`` implements it.
+
+    Methods raise ``StorageError`` when the database fails or refers to nothing (an unknown
+    user or session) and ``ValueError`` for an invalid argument.
+    """
+
+    def user_for_identity(self, kind: str, value: str, *, display_name: str | None = None) -> User:
+        """The user with this identity, created (with ``display_name``) if new."""
+        ...
+
+    def get_user(self, user_id: int) -> User | None:
+        """The user with this id, if any."""
+        ...
+
+    def find_user(self, identity_value: str) -> User | None:
+        """The user with an identity of any kind with this value, if any."""
+        ...
+
+    def start_session(self, session: SessionRecord) -> None:
+        """Records a new session."""
+        ...
+
+    def end_session(self, session_id: str, reason: str, ended_at: str | None = None) -> None:
+        """Records that a session ended, and why."""
+        ...
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session with this id, if any."""
+        ...
+
+    def sessions_for_user(self, user_id: int) -> list[SessionRecord]:
+        """A user's sessions, oldest first."""
+        ...
+
+    def add_turn(self, turn: TurnRecord) -> None:
+        """Records a turn of a started session."""
+        ...
+
+    def turns(self, session_id: str) -> list[TurnRecord]:
+        """A session's turns, in ``idx`` order."""
+        ...
+
+    def set_preference(self, user_id: int, key: str, value: Any) -> None:
+        """Sets one of a user's preferences to a JSON-serializable value."""
+        ...
+
+    def preferences(self, user_id: int) -> dict[str, Any]:
+        """A user's preferences, key → value."""
+        ...
+
+    def add_memory(self, memory: MemoryRecord) -> int:
+        """Records a memory and returns its id."""
+        ...
+
+    def memories(
+        self, user_id: int, *, limit: int | None = None, include_expired: bool = False
+    ) -> list[MemoryRecord]:
+        """A user's memories, newest first."""
+        ...
+
+    def delete_memory(self, memory_id: int) -> None:
+        """Forgets one memory."""
+        ...
+
+    def add_event(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Records an audit event; ``data`` must hold no personal data."""
+        ...
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Audit events, oldest first, optionally of one kind."""
+        ...
+
+    def session_summary(self, session_id: str) -> dict[str, Any]:
+        """Duration, turn count, interruptions, latency figures and end reason of a session."""
+        ...
+
+    def export_user(self, user_id: int) -> dict[str, Any]:
+        """Everything stored about a user, JSON-serializable."""
+        ...
+
+    def erase_user(self, user_id: int) -> None:
+        """Deletes everything stored about a user, leaving only an anonymous audit event."""
+        ...
+
+    def close(self) -> None:
+        """Releases the database."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------
+# SQLite
+
+
+class SQLiteStorage:
+    """``Storage`` in one SQLite file, through sqlite-utils.
+
+    One connection serves every thread, behind a lock; other instances and processes may open
+    the same file, and their writers wait for each other (``BEGIN IMMEDIATE`` with a busy
+    timeout, retried) instead of failing with "database is locked". WAL with
+    ``synchronous=NORMAL``: a committed write survives the process being killed; a power cut
+    may lose the last few.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Opens (creating or upgrading) the database.
+
+        Args:
+            path: The database file; missing parent directories are created.
+
+        Raises:
+            StorageError: The file is not a SQLite database, cannot be written, or comes from a
+                newer MindBot. The file is left exactly as it was.
+        """
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db: Database | None = None
+        conn = self._connect()
+        try:
+            self._db = Database(conn, execute_plugins=False)
+            self._migrate(self._db)
+        except sqlite3.Error as e:
+            conn.close()
+            raise StorageError(f"{self.path}: cannot open the database: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        logger.info(f"{self}: opened, schema version {SCHEMA_VERSION}")
+
+    def __str__(self) -> str:
+        return f"SQLiteStorage({self.path.name})"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{path}: cannot create its directory: {e.strerror}") from e
+        if path.exists():
+            if not path.is_file():
+                raise StorageError(f"{path} is not a file")
+            try:
+                with path.open("rb") as f:
+                    header = f.read(len(_SQLITE_MAGIC))
+            except OSError as e:
+                raise StorageError(f"{path} cannot be read: {e.strerror}") from e
+            if header and header != _SQLITE_MAGIC:
+                raise StorageError(f"{path} is not a SQLite database (unrecognized header)")
+            if not os.access(path, os.W_OK):
+                raise StorageError(f"{path} is read-only")
+        if not os.access(path.parent, os.W_OK):
+            raise StorageError(f"{path} is in a read-only directory (SQLite needs to write there)")
+        try:
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
+                check_same_thread=False,  # shared by threads, behind self._lock
+            )
+        except sqlite3.Error as e:
+            raise StorageError(f"{path} cannot be opened: {e}") from e
+        try:
+            _retry_while_busy(lambda: self._check(conn))
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StorageError(f"{path} cannot be used as a database: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Refuses a newer or unwritable file before anything writes to it, then sets pragmas."""
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0])
+        # Probe with a real write, rolled back: BEGIN IMMEDIATE alone succeeds on an immutable
+        # file in WAL mode, and os.access() can say yes where writes fail (root, some mounts).
+        _begin_immediate(conn)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        except sqlite3.OperationalError as e:
+            if _code(e) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+                raise StorageError(f"{self.path} cannot be written: {e}") from e
+            raise
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{self.path} cannot use WAL journaling (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros (some builds default to this, not all), and
+        # VACUUM's temporary copy of the data stays in memory.
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this MindBot's "
+                f"{SCHEMA_VERSION}; upgrade MindBot to open it"
+            )
+
+    def _migrate(self, db: Database) -> None:
+        _begin_immediate(db.conn)
+        try:
+            version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+            self._refuse_newer(version)
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                if isinstance(migration, str):
+                    db.executescript(migration)
+                else:
+                    migration(db)
+                logger.info(f"{self}: migrated to schema version {number}")
+            if version < SCHEMA_VERSION:
+                db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[Database]:
+        """One write transaction, committed on success; sqlite errors become StorageError."""
+        with self._lock:
+            db = self._open_db()
+            try:
+                _begin_immediate(db.conn)
+                try:
+                    yield db
+                    db.conn.execute("COMMIT")
+                except BaseException:
+                    if db.conn.in_transaction:
+                        db.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise StorageError(f"{self.path}: {action} failed: {e}") from e
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Database]:
+        """One read transaction, so that several queries see the same snapshot."""
+        with self._lock:
+            db = self._open_db()
+            try:
+                _begin_read(db.conn)
+                try:
+                    yield db
+                finally:
+                    if db.conn.in_transaction:
+                        db.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StorageError(f"{self.path}: {action} failed: {e}") from e
+
+    def _open_db(self) -> Database:
+        if self._db is None:
+            raise StorageError(f"{self.path}: the storage is closed")
+        return self._db
+
+    # -- users -----------------------------------------------------------------------------
+
+    def user_for_identity(self, kind: str, value: str, *, display_name: str | None = None) -> User:
+        """The user with this identity, created if new.
+
+        Args:
+            kind: ``phone``, ``webrtc``, ``daily``, ``slack`` or ``discord``.
+            value: The phone number or the channel's user id.
+            display_name: The name a new user gets; ignored for an existing one.
+
+        Raises:
+            ValueError: ``kind`` is unknown or ``value`` is empty.
+        """
+        if kind not in IDENTITY_KINDS:
+            raise ValueError(f"unknown identity kind {kind!r}; one of {sorted(IDENTITY_KINDS)}")
+        if not value:
+            raise ValueError("an identity needs a value")
+        with self._write("user_for_identity") as db:
+            rows = list(
+                db.query(
+                    "SELECT users.* FROM identities JOIN users ON users.id = identities.user_id"
+                    " WHERE identities.kind = ? AND identities.value = ?",
+                    [kind, value],
+                )
+            )
+            if rows:
+                return _user(rows[0])
+            now = utc_now()
+            users = db["users"].insert({"created_at": now, "display_name": display_name})
+            user_id = int(users.last_pk)
+            db["identities"].insert(
+                {"user_id": user_id, "kind": kind, "value": value, "created_at": now}
+            )
+        logger.info(f"{self}: new user {user_id} ({kind})")
+        return User(id=user_id, created_at=now, display_name=display_name)
+
+    def get_user(self, user_id: int) -> User | None:
+        """The user with this id, if any."""
+        with self._read("get_user") as db:
+            rows = list(db.query("SELECT * FROM users WHERE id = ?", [user_id]))
+        return _user(rows[0]) if rows else None
+
+    def find_user(self, identity_value: str) -> User | None:
+        """The user with an identity of any kind with this value (the oldest such), if any."""
+        with self._read("find_user") as db:
+            rows = list(
+                db.query(
+                    "SELECT users.* FROM identities JOIN users ON users.id = identities.user_id"
+                    " WHERE identities.value = ? ORDER BY users.id LIMIT 1",
+                    [identity_value],
+                )
+            )
+        return _user(rows[0]) if rows else None
+
+    # -- sessions and turns ----------------------------------------------------------------
+
+    def start_session(self, session: SessionRecord) -> None:
+        """Records a new session.
+
+        Raises:
+            StorageError: The id is taken or the user does not exist.
+        """
+        row = asdict(session)
+        row["started_at"] = _utc(session.started_at)
+        row["ended_at"] = _utc_or_none(session.ended_at)
+        with self._write("start_session") as db:
+            db["sessions"].insert(row)
+
+    def end_session(self, session_id: str, reason: str, ended_at: str | None = None) -> None:
+        """Records that a session ended.
+
+        Args:
+            session_id: The session.
+            reason: Why, e.g. ``completed``, ``cancelled`` or ``error``.
+            ended_at: When (defaults to now).
+
+        Raises:
+            StorageError: There is no such session.
+        """
+        ended = _utc(ended_at) if ended_at is not None else utc_now()
+        with self._write("end_session") as db:
+            cursor = db.execute(
+                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
+                [ended, reason, session_id],
+            )
+            if cursor.rowcount == 0:
+                raise StorageError(f"{self.path}: no session {session_id[:8]}… to end")
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session with this id, if any."""
+        with self._read("get_session") as db:
+            rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+        return SessionRecord(**rows[0]) if rows else None
+
+    def sessions_for_user(self, user_id: int) -> list[SessionRecord]:
+        """A user's sessions, oldest first."""
+        with self._read("sessions_for_user") as db:
+            rows = list(
+                db.query(
+                    "SELECT * FROM sessions WHERE user_id = ? ORDER BY started_at, id", [user_id]
+                )
+            )
+        return [SessionRecord(**row) for row in rows]
+
+    def add_turn(self, turn: TurnRecord) -> None:
+        """Records a turn.
+
+        Raises:
+            ValueError: ``role`` is not ``user`` or ``assistant``, or a JSON field is not
+                JSON-serializable.
+            StorageError: The session was not started, or it already has a turn ``idx``.
+        """
+        if turn.role not in ROLES:
+            raise ValueError(f"unknown turn role {turn.role!r}")
+        row = {
+            "session_id": turn.session_id,
+            "idx": turn.idx,
+            "role": turn.role,
+            "text": turn.text,
+            "started_at": _utc(turn.started_at),
+            "ended_at": _utc(turn.ended_at),
+            "interrupted": int(bool(turn.interrupted)),
+            "latency_secs": turn.latency_secs,
+            **{name: _json_or_none(getattr(turn, name)) for name in _TURN_JSON},
+        }
+        with self._write("add_turn") as db:
+            db["turns"].insert(row)
+
+    def turns(self, session_id: str) -> list[TurnRecord]:
+        """A session's turns, in ``idx`` order."""
+        with self._read("turns") as db:
+            rows = list(
+                db.query("SELECT * FROM turns WHERE session_id = ? ORDER BY idx", [session_id])
+            )
+        return [_turn(row) for row in rows]
+
+    # -- preferences and memories ----------------------------------------------------------
+
+    def set_preference(self, user_id: int, key: str, value: Any) -> None:
+        """Sets one of a user's preferences.
+
+        Args:
+            user_id: The user.
+            key: The preference's name.
+            value: Any JSON-serializable value.
+
+        Raises:
+            ValueError: ``value`` is not JSON-serializable.
+            StorageError: The user does not exist.
+        """
+        encoded = _json(value)
+        with self._write("set_preference") as db:
+            db["preferences"].upsert(
+                {"user_id": user_id, "key": key, "value": encoded, "updated_at": utc_now()},
+                pk=("user_id", "key"),
+            )
+
+    def preferences(self, user_id: int) -> dict[str, Any]:
+        """A user's preferences, key → value."""
+        with self._read("preferences") as db:
+            rows = list(db.query("SELECT key, value FROM preferences WHERE user_id = ?", [user_id]))
+        return {row["key"]: json.loads(row["value"]) for row in rows}
+
+    def add_memory(self, memory: MemoryRecord) -> int:
+        """Records a memory and returns its id.
+
+        Raises:
+            StorageError: The user (or the source session) does not exist, or the confidence
+                is outside 0..1.
+        """
+        row = asdict(memory)
+        row.pop("id")
+        row["created_at"] = _utc(memory.created_at)
+        row["expires_at"] = _utc_or_none(memory.expires_at)
+        with self._write("add_memory") as db:
+            table = db["memories"].insert(row)
+            return int(table.last_pk)
+
+    def memories(
+        self, user_id: int, *, limit: int | None = None, include_expired: bool = False
+    ) -> list[MemoryRecord]:
+        """A user's memories, newest first.
+
+        Args:
+            user_id: The user.
+            limit: At most this many.
+            include_expired: Also those whose ``expires_at`` has passed.
+        """
+        sql = "SELECT * FROM memories WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if not include_expired:
+            sql += " AND (expires_at IS NULL OR expires_at > ?)"
+            params.append(utc_now())
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._read("memories") as db:
+            rows = list(db.query(sql, params))
+        return [MemoryRecord(**row) for row in rows]
+
+    def delete_memory(self, memory_id: int) -> None:
+        """Forgets one memory (nothing happens if it does not exist)."""
+        with self._write("delete_memory") as db:
+            db.execute("DELETE FROM memories WHERE id = ?", [memory_id])
+
+    # -- audit events ----------------------------------------------------------------------
+
+    def add_event(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Records an audit event.
+
+        Args:
+            kind: What happened, e.g. ``session.started``.
+            data: JSON-serializable details with no personal data. A top-level ``user_id`` or
+                ``session_id`` ties the event to a user, and ``erase_user`` deletes it.
+        """
+        encoded = _json(dict(data))
+        with self._write("add_event") as db:
+            db["events"].insert({"at": utc_now(), "kind": kind, "data": encoded})
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Audit events, oldest first, as ``{"id", "at", "kind", "data"}``."""
+        sql = "SELECT * FROM events"
+        params: list[Any] = []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params.append(kind)
+        with self._read("events") as db:
+            rows = list(db.query(sql + " ORDER BY id", params))
+        return [{**row, "data": json.loads(row["data"])} for row in rows]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def session_summary(self, session_id: str) -> dict[str, Any]:
+        """A session in figures.
+
+        Returns:
+            ``duration_secs`` (None while running), ``turns``, ``interruptions``,
+            ``mean_latency_secs`` and ``p95_latency_secs`` (nearest rank) over assistant turns
+            with a latency (None without any), and ``end_reason``.
+
+        Raises:
+            StorageError: There is no such session.
+        """
+        with self._read("session_summary") as db:
+            rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+            if not rows:
+                raise StorageError(f"{self.path}: no session {session_id[:8]}…")
+            counts = next(
+                db.query(
+                    "SELECT count(*) AS turns, coalesce(sum(interrupted), 0) AS interruptions"
+                    " FROM turns WHERE session_id = ?",
+                    [session_id],
+                )
+            )
+            latencies = [
+                row["latency_secs"]
+                for row in db.query(
+                    "SELECT latency_secs FROM turns WHERE session_id = ? AND role = 'assistant'"
+                    " AND latency_secs IS NOT NULL ORDER BY latency_secs",
+                    [session_id],
+                )
+            ]
+        session = rows[0]
+        ended_at = session["ended_at"]
+        return {
+            "session_id": session_id,
+            "duration_secs": (
+                _seconds_between(session["started_at"], ended_at) if ended_at else None
+            ),
+            "turns": counts["turns"],
+            "interruptions": counts["interruptions"],
+            "mean_latency_secs": sum(latencies) / len(latencies) if latencies else None,
+            "p95_latency_secs": (
+                latencies[math.ceil(0.95 * len(latencies)) - 1] if latencies else None
+            ),
+            "end_reason": session["end_reason"],
+        }
+
+    # -- a user's data ---------------------------------------------------------------------
+
+    def export_user(self, user_id: int) -> dict[str, Any]:
+        """Everything stored about a user, JSON-serializable.
+
+        Returns:
+            ``user``, ``identities``, ``sessions`` (each with its ``turns``), ``memories``
+            (expired ones included) and ``preferences``.
+
+        Raises:
+            StorageError: There is no such user.
+        """
+        with self._read("export_user") as db:
+            users = list(db.query("SELECT * FROM users WHERE id = ?", [user_id]))
+            if not users:
+                raise StorageError(f"{self.path}: no user {user_id} to export")
+            identities = list(
+                db.query("SELECT * FROM identities WHERE user_id = ? ORDER BY id", [user_id])
+            )
+            sessions = list(
+                db.query(
+                    "SELECT * FROM sessions WHERE user_id = ? ORDER BY started_at, id", [user_id]
+                )
+            )
+            turns: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in sessions}
+            for row in db.query(
+                "SELECT turns.* FROM turns JOIN sessions ON sessions.id = turns.session_id"
+                " WHERE sessions.user_id = ? ORDER BY turns.session_id, turns.idx",
+                [user_id],
+            ):
+                turns[row["session_id"]].append(asdict(_turn(row)))
+            memories = list(
+                db.query("SELECT * FROM memories WHERE user_id = ? ORDER BY id", [user_id])
+            )
+            preferences = list(
+                db.query("SELECT key, value FROM preferences WHERE user_id = ?", [user_id])
+            )
+        return {
+            "user": asdict(_user(users[0])),
+            "identities": [asdict(_identity(row)) for row in identities],
+            "sessions": [{**asdict(SessionRecord(**s)), "turns": turns[s["id"]]} for s in sessions],
+            "memories": [asdict(MemoryRecord(**row)) for row in memories],
+            "preferences": {row["key"]: json.loads(row["value"]) for row in preferences},
+        }
+
+    def erase_user(self, user_id: int) -> None:
+        """Deletes everything stored about a user, and scrubs it from the file.
+
+        Identities, sessions, their turns, memories, preferences and the events that name the
+        user or one of their sessions go in one transaction, with a ``user.erased`` audit event
+        holding only a random erasure id and the counts. Then VACUUM rebuilds the file and a
+        TRUNCATE checkpoint empties the WAL, so the deleted text is not left in free pages.
+
+        Raises:
+            StorageError: There is no such user.
+        """
+        erasure_id = uuid.uuid4().hex
+        with self._write("erase_user") as db:
+            if not list(db.query("SELECT id FROM users WHERE id = ?", [user_id])):
+                raise StorageError(f"{self.path}: no user {user_id} to erase")
+            user_sessions = "SELECT id FROM sessions WHERE user_id = :user"
+            statements = {
+                "events": "DELETE FROM events"
+                " WHERE json_extract(data, '$.user_id') IN (:user, CAST(:user AS TEXT))"
+                f" OR json_extract(data, '$.session_id') IN ({user_sessions})",
+                "turns": f"DELETE FROM turns WHERE session_id IN ({user_sessions})",
+                "memories": "DELETE FROM memories WHERE user_id = :user",
+                "preferences": "DELETE FROM preferences WHERE user_id = :user",
+                "sessions": "DELETE FROM sessions WHERE user_id = :user",
+                "identities": "DELETE FROM identities WHERE user_id = :user",
+                "users": "DELETE FROM users WHERE id = :user",
+            }
+            counts = {
+                table: db.execute(sql, {"user": user_id}).rowcount
+                for table, sql in statements.items()
+            }
+            db["events"].insert(
+                {
+                    "at": utc_now(),
+                    "kind": "user.erased",
+                    "data": _json({"erasure_id": erasure_id, "counts": counts}),
+                }
+            )
+        self._scrub()
+        logger.info(f"{self}: erased a user (erasure {erasure_id}): {counts}")
+
+    def _scrub(self) -> None:
+        """Rewrites the file without free pages and empties the WAL."""
+        with self._lock:
+            db = self._open_db()
+            try:
+                db.vacuum()
+                busy, _, _ = db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as e:
+                raise StorageError(f"{self.path}: compacting after an erasure failed: {e}") from e
+        if busy:
+            logger.warning(
+                f"{self}: another connection kept the WAL busy; erased data stays in "
+                f"{self.path.name}-wal until its next checkpoint"
+            )
+
+    def close(self) -> None:
+        """Checkpoints and closes the database; later calls raise ``StorageError``."""
+        with self._lock:
+            if self._db is None:
+                return
+            db, self._db = self._db, None
+            try:
+                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as e:
+                logger.warning(f"{self}: checkpoint on close failed: {e}")
+            db.close()
+        logger.info(f"{self}: closed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Row conversion
+
+_TURN_JSON = ("stages", "emotion", "sources", "tool_calls")
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not JSON-serializable: {e}") from e
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else _json(value)
+
+
+def _user(row: Mapping[str, Any]) -> User:
+    return User(id=row["id"], created_at=row["created_at"], display_name=row["display_name"])
+
+
+def _identity(row: Mapping[str, Any]) -> Identity:
+    return Identity(
+        user_id=row["user_id"], kind=row["kind"], value=row["value"], created_at=row["created_at"]
+    )
+
+
+def _turn(row: Mapping[str, Any]) -> TurnRecord:
+    values = dict(row)
+    values["interrupted"] = bool(values["interrupted"])
+    for name in _TURN_JSON:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    return TurnRecord(**values)
+
+
+def _code(error: sqlite3.Error) -> int:
+    """The primary SQLite result code of an error (extended codes folded)."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF
+
+
+def _retry_while_busy(attempt: Callable[[], _T]) -> _T:
+    """Runs ``attempt`` again while another connection holds a lock it needs.
+
+    The busy timeout covers most waits, but SQLite answers some (a journal mode change, a
+    read racing a WAL reset) with an immediate ``SQLITE_BUSY``. ``attempt`` must leave no
+    transaction open when it fails.
+    """
+    deadline = time.monotonic() + _LOCK_WAIT_SECS
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as e:
+            if _code(e) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            logger.debug(f"database busy, retrying: {e}")
+            time.sleep(random.uniform(0.001, 0.01))
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """Takes the write lock (and a snapshot to read), waiting out other writers."""
+    _retry_while_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+
+def _begin_read(conn: sqlite3.Connection) -> None:
+    """Starts a read transaction and takes its snapshot, so later reads in it cannot be busy."""
+
+    def attempt() -> None:
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    _retry_while_busy(attempt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing off the event loop
+
+
+class _Flush:
+    """A marker in the writer's queue: set once everything before it is written."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class AsyncStorageWriter:
+    """Runs storage writes on one background thread, in the order they were submitted.
+
+    ``submit`` only puts the call on a queue, so the audio event loop never waits on the disk.
+    Each write commits on its own as soon as the thread gets to it (no batching: in WAL mode
+    with ``synchronous=NORMAL`` a commit is a ``write()``, not an ``fsync()``), so killing the
+    process loses at most the writes still queued. A failing write is logged and dropped; the
+    thread goes on.
+    """
+
+    def __init__(self, storage: Storage, *, name: str = "mindbot-storage-writer") -> None:
+        """Starts the writer thread.
+
+        Args:
+            storage: Where to write. The writer does not close it.
+            name: The thread's name.
+        """
+        self._storage = storage
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __str__(self) -> str:
+        return "AsyncStorageWriter"
+
+    def submit(self, method: str | Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Queues one write and returns at once.
+
+        Args:
+            method: The name of a ``Storage`` method (``"add_turn"``), or any callable.
+            *args: Its positional arguments.
+            **kwargs: Its keyword arguments.
+
+        Raises:
+            AttributeError: The storage has no method of that name.
+            StorageError: The writer is closed.
+        """
+        call = getattr(self._storage, method) if isinstance(method, str) else method
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"{self}: closed, the write was not accepted")
+            self._queue.put((call, args, kwargs))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until everything submitted so far is written (or has failed).
+
+        Args:
+            timeout: The most seconds to wait; None waits as long as it takes.
+
+        Returns:
+            Whether everything was written within ``timeout``.
+        """
+        marker = _Flush()
+        with self._lock:
+            if self._closed:
+                return not self._thread.is_alive()
+            self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Writes everything submitted, then stops the thread.
+
+        Args:
+            timeout: The most seconds to wait for the queue to drain.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(f"{self}: writes still queued after {timeout} s; closing anyway")
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Flush):
+                item.done.set()
+                continue
+            call, args, kwargs = item
+            try:
+                call(*args, **kwargs)
+            except Exception as e:
+                name = getattr(call, "__name__", type(call).__name__)
+                # The message may quote the data (a transcript, a phone number): DEBUG only.
+                logger.error(f"{self}: {name} failed ({type(e).__name__}); the write is lost")
+                logger.opt(exception=e).debug(f"{self}: {name} failed: {e}")
