@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     )
     max_ws_message_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # --- Storage -------------------------------------------------------------------------------
+    storage: bool = Field(default=True, description="Record sessions and turns in SQLite.")
+    database_path: Path | None = Field(
+        default=None, description="The SQLite file; default: DATA_DIR/mindbot.db."
+    )
+
     # --- Misc ----------------------------------------------------------------------------------
     data_dir: Path = Path("data")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -30,8 +30,10 @@ from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
+from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
 from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
+from mindbot.storage import AsyncStorageWriter, SQLiteStorage
 
 PIPELINE_INPUT_RATE = 16000
 """Whisper reads 16 kHz PCM, so the pipeline input runs at 16 kHz on every transport."""
@@ -87,6 +89,8 @@ class MindBot:
         self.listeners: list[SessionListener] = []
         self._llm_server = None
         self._factory: ServiceFactory | None = None
+        self.storage: SQLiteStorage | None = None
+        self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
 
     @property
@@ -114,15 +118,31 @@ class MindBot:
         logger.info(
             f"MindBot: STT={self.providers.stt} LLM={self.providers.llm} TTS={self.providers.tts}"
         )
+        if s.storage:
+            self._open_storage()
         self.models.warm_up(self.providers, smart_turn=s.smart_turn)
         self._factory = ServiceFactory(s, self.providers, self.models, self._llm_endpoint())
 
     def stop(self) -> None:
-        """Stop the local LLM server, if MindBot started one."""
+        """Stop the local LLM server, if MindBot started one, and close storage."""
         if self._llm_server is not None:
             self._llm_server.stop()
             self._llm_server = None
+        if self._writer is not None:
+            self.listeners = [x for x in self.listeners if not isinstance(x, SessionRecorder)]
+            self._writer.close()
+            self._writer = None
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
         self._factory = None
+
+    def _open_storage(self) -> None:
+        path = self.settings.database_path or self.settings.data_dir / "mindbot.db"
+        self.storage = SQLiteStorage(path)
+        self._writer = AsyncStorageWriter(self.storage)
+        self.listeners.append(SessionRecorder(self.storage, self._writer))
+        logger.info(f"MindBot: conversations are stored in {path}")
 
     def _llm_endpoint(self) -> LLMEndpoint:
         s = self.settings
@@ -182,7 +202,10 @@ class MindBot:
 
         @user.event_handler("on_user_turn_stopped")
         async def _user_turn(_aggregator, _strategy, message):
-            self._report_turn(call, TurnReport(role="user", text=message.content or ""))
+            turn = TurnReport(
+                role="user", text=message.content or "", started_at=message.timestamp or None
+            )
+            self._report_turn(call, turn)
 
         @assistant.event_handler("on_assistant_turn_stopped")
         async def _assistant_turn(_aggregator, message):
@@ -292,6 +315,8 @@ class MindBot:
         Returns:
             Why it ended: ``completed``, ``cancelled`` or ``error``.
         """
+        call.pipeline = call.pipeline or run.__module__.rsplit(".", 1)[-1]
+        call.persona = call.persona or self.persona_for(call).name
         self._active[call.session_id] = call
         started = time.monotonic()
         logger.info(f"{call}: started")

@@ -21,6 +21,8 @@ class Call:
         to_number: The number the caller dialled, if any.
         call_sid: Twilio's call id, if any.
         body: The client's request body or Twilio's custom parameters.
+        pipeline: The pipeline serving the call (set when the session starts).
+        persona: The persona the bot plays (set when the session starts).
     """
 
     transport: TransportKind
@@ -30,6 +32,8 @@ class Call:
     to_number: str | None = None
     call_sid: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
+    pipeline: str | None = None
+    persona: str | None = None
 
     @property
     def user_key(self) -> str:
@@ -53,11 +57,13 @@ class TurnReport:
         role: ``"user"`` or ``"assistant"``.
         text: What was said (personal data: log it at DEBUG only).
         interrupted: Whether the bot was cut off (assistant turns).
+        started_at: When the turn started (ISO 8601, UTC), if known.
     """
 
     role: Literal["user", "assistant"]
     text: str
     interrupted: bool = False
+    started_at: str | None = None
 
 
 @dataclass

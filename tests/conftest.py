@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from mindbot.logs import configure_logging  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / ".artifacts"
 VOICE_CACHE = ARTIFACTS / "caller-voices"
+DATA_ROOT = Path(tempfile.mkdtemp(prefix="mindbot-tests-"))
+atexit.register(shutil.rmtree, DATA_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +33,7 @@ def _clean_environment(monkeypatch):
 def make_settings(**overrides) -> Settings:
     """Settings for a test: no .env file, quiet defaults, then ``overrides``."""
     values = {"log_level": "DEBUG", "user_idle_secs": 0, "host": "127.0.0.1", "port": 0}
+    values["data_dir"] = Path(tempfile.mkdtemp(dir=DATA_ROOT))
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

@@ -67,12 +67,13 @@ def test_several_invalid_values_are_all_named(monkeypatch):
     assert "MINDBOT_TTS" in str(error.value)
 
 
-def _mindbot(args, env):
+def _mindbot(args, env, cwd):
     return subprocess.run(
         [sys.executable, "-m", "mindbot", *args],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=120,
     )
 
@@ -90,7 +91,7 @@ def test_mindbot_run_stops_with_one_line_on_bad_settings(tmp_path, variables, ex
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
     env.update(variables, MINDBOT_PORT="0")
-    result = _mindbot(["run"], env | {"PWD": str(tmp_path)})
+    result = _mindbot(["run"], env, tmp_path)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("mindbot: ")]
     assert len(errors) == 1, result.stderr

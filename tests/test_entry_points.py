@@ -16,10 +16,13 @@ from conftest import ServerProcess
     ],
     ids=["mindbot-run", "pipecat-runner"],
 )
-async def test_a_phone_call_to_a_separately_started_server(cloud_services, voice_cache, command):
+async def test_a_phone_call_to_a_separately_started_server(
+    cloud_services, voice_cache, command, tmp_path
+):
     cloud_services.llm.script(Text("Paris is the capital of France."))
     port = free_port()
-    server = ServerProcess([*command, "--port", str(port)], cloud_services.settings, port)
+    settings = cloud_services.settings | {"data_dir": tmp_path}
+    server = ServerProcess([*command, "--port", str(port)], settings, port)
     try:
         await server.wait_ready()
         report = await simulated_call(

@@ -1,0 +1,83 @@
+"""Recording every session and turn in storage as it happens, without blocking the audio path.
+
+``SessionRecorder`` is a ``SessionListener``: each event becomes one write queued on the
+``AsyncStorageWriter`` thread, so a completed turn is on disk moments after it completes (a
+process killed mid-call loses at most the turn in flight) and the event loop never waits on
+the disk.
+"""
+
+from __future__ import annotations
+
+from mindbot.session import Call, LatencyReport, TurnReport
+from mindbot.storage import AsyncStorageWriter, SessionRecord, Storage, TurnRecord, utc_now
+
+
+class SessionRecorder:
+    """Writes sessions, their turns and each reply's latency to storage.
+
+    Args:
+        storage: Where the records go.
+        writer: The background writer that performs the writes.
+    """
+
+    def __init__(self, storage: Storage, writer: AsyncStorageWriter):
+        self._storage = storage
+        self._writer = writer
+        self._next_turn: dict[str, int] = {}
+        self._latency: dict[str, LatencyReport] = {}
+
+    def on_session_started(self, call: Call) -> None:
+        """Record the session and bind it to its user (created on first contact)."""
+        self._next_turn[call.session_id] = 0
+        self._writer.submit(self._start, call, utc_now())
+
+    def on_turn(self, call: Call, turn: TurnReport) -> None:
+        """Record a completed turn; a reply carries the latency measured for it."""
+        idx = self._next_turn.get(call.session_id, 0)
+        self._next_turn[call.session_id] = idx + 1
+        latency = self._latency.pop(call.session_id, None) if turn.role == "assistant" else None
+        now = utc_now()
+        record = TurnRecord(
+            session_id=call.session_id,
+            idx=idx,
+            role=turn.role,
+            text=turn.text,
+            started_at=turn.started_at or now,
+            ended_at=now,
+            interrupted=turn.interrupted,
+            latency_secs=latency.seconds if latency else None,
+            stages=latency.stages if latency else None,
+        )
+        self._writer.submit("add_turn", record)
+
+    def on_latency(self, call: Call, latency: LatencyReport) -> None:
+        """Keep the latency until the reply it measures completes."""
+        self._latency[call.session_id] = latency
+
+    def on_session_ended(self, call: Call, reason: str) -> None:
+        """Record how the session ended."""
+        self._next_turn.pop(call.session_id, None)
+        self._latency.pop(call.session_id, None)
+        self._writer.submit("end_session", call.session_id, reason, utc_now())
+
+    def _start(self, call: Call, started_at: str) -> None:
+        identity = _identity(call)
+        user = self._storage.user_for_identity(*identity) if identity else None
+        self._storage.start_session(
+            SessionRecord(
+                id=call.session_id,
+                user_id=user.id if user else None,
+                transport=call.transport,
+                pipeline=call.pipeline or "",
+                persona=call.persona or "",
+                started_at=started_at,
+            )
+        )
+
+
+def _identity(call: Call) -> tuple[str, str] | None:
+    if call.from_number:
+        return ("phone", call.from_number)
+    if call.user_id and call.transport in ("webrtc", "daily"):
+        return (call.transport, call.user_id)
+    return None
