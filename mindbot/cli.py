@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from mindbot.config import Settings
 from mindbot.errors import ConfigError, MindBotError
 from mindbot.logs import configure_logging
-from mindbot.runtime import PipelineRun
+
+if TYPE_CHECKING:
+    from mindbot.runtime import PipelineRun
 
 PIPELINE_GROUP = "mindbot.pipelines"
 
@@ -126,6 +129,54 @@ def _bench_latency(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _open_storage():
+    from mindbot.storage import SQLiteStorage
+
+    settings = Settings.load()
+    configure_logging("WARNING")
+    return SQLiteStorage(settings.database_path or settings.data_dir / "mindbot.db")
+
+
+def _find_user(storage, who: str):
+    """A user by id (digits) or by any identity (a phone number, a client user id)."""
+    from mindbot.storage import StorageError
+
+    user = storage.get_user(int(who)) if who.isdigit() else None
+    user = user or storage.find_user(who)
+    if user is None:
+        raise StorageError(f"No user {who!r} in {storage.path}")
+    return user
+
+
+def _export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mindbot.export import render
+
+    storage = _open_storage()
+    try:
+        user = _find_user(storage, args.user)
+        text = render(storage.export_user(user.id), args.format)
+        storage.add_event("user.exported", {"format": args.format})
+    finally:
+        storage.close()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+
+
+def _forget(args: argparse.Namespace) -> None:
+    storage = _open_storage()
+    try:
+        user = _find_user(storage, args.user)
+        storage.erase_user(user.id)
+    finally:
+        storage.close()
+    print("Erased everything stored about that user.")
+
+
 def _pipelines(_args: argparse.Namespace) -> None:
     for name, module in sorted(available_pipelines().items()):
         print(f"{name}\t{module}")
@@ -163,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--no-baseline", action="store_true", help="skip bare Pipecat")
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)
+
+    export = commands.add_parser("export", help="export everything stored about a user")
+    export.add_argument("--user", required=True, help="user id, phone number or client user id")
+    export.add_argument("--format", choices=["json", "md", "csv"], default="json")
+    export.add_argument("--output", "-o", help="write to this file instead of stdout")
+    export.set_defaults(handler=_export)
+
+    forget = commands.add_parser("forget", help="erase everything stored about a user")
+    forget.add_argument("--user", required=True, help="user id, phone number or client user id")
+    forget.set_defaults(handler=_forget)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)
