@@ -143,6 +143,9 @@ class Settings(BaseSettings):
 
     # --- Storage -------------------------------------------------------------------------------
     storage: bool = Field(default=True, description="Record sessions and turns in SQLite.")
+    memory: bool = Field(
+        default=True, description="Remember callers across sessions (needs storage)."
+    )
     database_path: Path | None = Field(
         default=None, description="The SQLite file; default: DATA_DIR/mindbot.db."
     )

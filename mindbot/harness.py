@@ -93,6 +93,8 @@ async def serve(
     finally:
         server.should_exit = True
         await task
+        if bot.learning:  # let memories from the last sessions be stored
+            await asyncio.wait(bot.learning, timeout=30)
 
 
 async def simulated_call(

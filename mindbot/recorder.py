@@ -27,7 +27,7 @@ class SessionRecorder:
         self._latency: dict[str, LatencyReport] = {}
 
     def on_session_started(self, call: Call) -> None:
-        """Record the session and bind it to its user (created on first contact)."""
+        """Record the session, bound to its user (``Call.stored_user_id``)."""
         self._next_turn[call.session_id] = 0
         self._writer.submit(self._start, call, utc_now())
 
@@ -61,23 +61,13 @@ class SessionRecorder:
         self._writer.submit("end_session", call.session_id, reason, utc_now())
 
     def _start(self, call: Call, started_at: str) -> None:
-        identity = _identity(call)
-        user = self._storage.user_for_identity(*identity) if identity else None
         self._storage.start_session(
             SessionRecord(
                 id=call.session_id,
-                user_id=user.id if user else None,
+                user_id=call.stored_user_id,
                 transport=call.transport,
                 pipeline=call.pipeline or "",
                 persona=call.persona or "",
                 started_at=started_at,
             )
         )
-
-
-def _identity(call: Call) -> tuple[str, str] | None:
-    if call.from_number:
-        return ("phone", call.from_number)
-    if call.user_id and call.transport in ("webrtc", "daily"):
-        return (call.transport, call.user_id)
-    return None

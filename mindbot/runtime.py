@@ -29,6 +29,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
+from mindbot.memory import MemoryContext, MemoryService
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
@@ -90,6 +91,8 @@ class MindBot:
         self._llm_server = None
         self._factory: ServiceFactory | None = None
         self.storage: SQLiteStorage | None = None
+        self.memory: MemoryService | None = None
+        self.learning: set[asyncio.Task] = set()
         self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
 
@@ -135,6 +138,7 @@ class MindBot:
         if self.storage is not None:
             self.storage.close()
             self.storage = None
+            self.memory = None
         self._factory = None
 
     def _open_storage(self) -> None:
@@ -142,6 +146,7 @@ class MindBot:
         self.storage = SQLiteStorage(path)
         self._writer = AsyncStorageWriter(self.storage)
         self.listeners.append(SessionRecorder(self.storage, self._writer))
+        self.memory = MemoryService(self.storage) if self.settings.memory else None
         logger.info(f"MindBot: conversations are stored in {path}")
 
     def _llm_endpoint(self) -> LLMEndpoint:
@@ -317,6 +322,9 @@ class MindBot:
         """
         call.pipeline = call.pipeline or run.__module__.rsplit(".", 1)[-1]
         call.persona = call.persona or self.persona_for(call).name
+        if self.storage is not None and call.identity and call.stored_user_id is None:
+            user = await asyncio.to_thread(self.storage.user_for_identity, *call.identity)
+            call.stored_user_id = user.id
         self._active[call.session_id] = call
         started = time.monotonic()
         logger.info(f"{call}: started")
@@ -334,7 +342,35 @@ class MindBot:
             self._active.pop(call.session_id, None)
             logger.info(f"{call}: ended ({reason}) after {time.monotonic() - started:.1f}s")
             self._notify("on_session_ended", call, reason)
+            if self.memory is not None and call.stored_user_id is not None:
+                task = asyncio.create_task(self._learn(call), name=f"learn {call}")
+                self.learning.add(task)
+                task.add_done_callback(self.learning.discard)
         return reason
+
+    async def recall(self, call: Call) -> MemoryContext:
+        """What MindBot remembers about the caller (empty for anonymous callers)."""
+        if self.memory is None or call.stored_user_id is None:
+            return MemoryContext()
+        return await asyncio.to_thread(self.memory.recall, call.stored_user_id)
+
+    async def _learn(self, call: Call) -> None:
+        """Learn from a finished session in the background; failures are logged, not raised."""
+        from openai import AsyncOpenAI
+
+        memory, writer, factory = self.memory, self._writer, self._factory
+        if memory is None or writer is None or factory is None or call.stored_user_id is None:
+            return
+        try:
+            await asyncio.to_thread(writer.flush, 10)  # the session's turns are on disk
+            endpoint = factory.llm_endpoint
+            client = AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key)
+            try:
+                await memory.learn(call.session_id, call.stored_user_id, (client, endpoint.model))
+            finally:
+                await client.close()
+        except Exception as e:
+            logger.warning(f"{call}: learning from the session failed ({type(e).__name__})")
 
     async def run_worker(self, worker: PipelineWorker) -> None:
         """Run a session's worker until it ends."""

@@ -23,6 +23,7 @@ class Call:
         body: The client's request body or Twilio's custom parameters.
         pipeline: The pipeline serving the call (set when the session starts).
         persona: The persona the bot plays (set when the session starts).
+        stored_user_id: The caller's user id in storage (set when the session starts).
     """
 
     transport: TransportKind
@@ -34,15 +35,16 @@ class Call:
     body: dict[str, Any] = field(default_factory=dict)
     pipeline: str | None = None
     persona: str | None = None
+    stored_user_id: int | None = None
 
     @property
-    def user_key(self) -> str:
-        """A stable key for the caller: ``tel:<number>``, ``user:<id>`` or ``anonymous``."""
+    def identity(self) -> tuple[str, str] | None:
+        """How the caller is known: ``("phone", number)``, ``(transport, user_id)`` or None."""
         if self.from_number:
-            return f"tel:{self.from_number}"
-        if self.user_id:
-            return f"user:{self.user_id}"
-        return "anonymous"
+            return ("phone", self.from_number)
+        if self.user_id and self.transport in ("webrtc", "daily"):
+            return (self.transport, self.user_id)
+        return None
 
     def __str__(self) -> str:
         # Never the phone number or user id: this string goes into INFO logs.

@@ -54,18 +54,20 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     """Run one assistant session on a connected transport until it ends."""
     services = bot.services
     persona = bot.persona_for(call)
+    memory = await bot.recall(call)
+    instruction = "\n\n".join(filter(None, [persona.system_instruction(), memory.render()]))
     context = LLMContext()
     user, assistant = bot.context_aggregators(context, call)
     pipeline = build(
         transport,
         services.stt(),
         user,
-        services.llm(system_instruction=persona.system_instruction()),
+        services.llm(system_instruction=instruction),
         services.tts(voices=persona.voices),
         assistant,
     )
     worker = bot.worker(pipeline, call)
-    bot.manage_connection(transport, worker, greeting=persona.greeting_for(None))
+    bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))
     bot.end_after_idle(user, worker, prompt=STILL_THERE, goodbye=GOODBYE)
     await bot.run_worker(worker)
 

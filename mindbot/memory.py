@@ -1,0 +1,208 @@
+"""Cross-session memory: what MindBot learned about a caller, with provenance and expiry.
+
+At the end of a session, ``MemoryService.learn`` asks the session's LLM for a short summary and
+the durable facts the caller shared (their name, preferences, ongoing topics), and stores each
+as a ``MemoryRecord`` pointing back to its session and turn, with a confidence and an expiry.
+At the start of the next session, ``MemoryService.recall`` loads the caller's name, preferences
+and the most relevant, most recent memories within a token budget, and ``MemoryContext.render``
+turns them into a short, hedged block for the system instruction.
+
+A caller whose ``memory`` preference is false is neither remembered nor recalled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from mindbot.storage import MemoryRecord, Storage
+
+MEMORY_PREFERENCE = "memory"
+NAME_PREFERENCE = "name"
+
+EXTRACTION_PROMPT = """\
+Below is a phone conversation between a caller and an assistant. Reply with JSON only, no
+other text, in exactly this shape:
+{"summary": "one or two sentences on what was discussed and anything left open",
+ "name": "the caller's first name if they said it, else null",
+ "facts": [{"text": "a durable fact about the caller, e.g. 'Loves hiking'",
+            "turn": <number of the caller turn it came from>, "confidence": <0 to 1>}]}
+Only include facts the caller said about themselves that will still be true next time."""
+
+
+@dataclass
+class MemoryContext:
+    """What MindBot recalls about a caller at the start of a session.
+
+    Args:
+        name: The caller's name, if known.
+        preferences: The caller's preferences.
+        memories: Relevant memories, most relevant first.
+    """
+
+    name: str | None = None
+    preferences: dict[str, Any] = field(default_factory=dict)
+    memories: list[MemoryRecord] = field(default_factory=list)
+
+    def render(self) -> str:
+        """A block for the system instruction, or an empty string when nothing is known."""
+        lines = []
+        if self.name:
+            lines.append(f"- Their name is {self.name}.")
+        for memory in self.memories:
+            label = "Earlier call" if memory.kind == "summary" else "Fact"
+            lines.append(f"- {label}: {memory.text}")
+        if not lines:
+            return ""
+        return (
+            "What you remember about this caller from earlier calls. Use it naturally when it "
+            "helps; do not recite it, and if they correct something, believe them:\n"
+            + "\n".join(lines)
+        )
+
+
+class MemoryService:
+    """Learns from finished sessions and recalls for new ones.
+
+    Args:
+        storage: Where memories live.
+        token_budget: The most memory text (in tokens, about 4 characters each) to recall.
+        ttl_days: How long a memory is kept.
+    """
+
+    def __init__(self, storage: Storage, *, token_budget: int = 300, ttl_days: int = 180):
+        self._storage = storage
+        self._budget_chars = token_budget * 4
+        self._ttl = timedelta(days=ttl_days)
+
+    def enabled_for(self, user_id: int) -> bool:
+        """Whether the user allows memory (their ``memory`` preference; on by default)."""
+        return self._storage.preferences(user_id).get(MEMORY_PREFERENCE, True) is not False
+
+    def recall(self, user_id: int, *, query: str = "") -> MemoryContext:
+        """The caller's name, preferences and most relevant memories (blocking; use a thread)."""
+        preferences = self._storage.preferences(user_id)
+        if preferences.get(MEMORY_PREFERENCE, True) is False:
+            return MemoryContext(preferences=preferences)
+        user = self._storage.get_user(user_id)
+        name = preferences.get(NAME_PREFERENCE) or (user.display_name if user else None)
+        words = _words(query)
+        ranked = sorted(
+            self._storage.memories(user_id, limit=200),
+            key=lambda m: (len(words & _words(m.text)), m.kind == "summary", m.created_at),
+            reverse=True,
+        )
+        chosen, used = [], 0
+        for memory in ranked:
+            if used + len(memory.text) > self._budget_chars:
+                continue
+            chosen.append(memory)
+            used += len(memory.text)
+        return MemoryContext(name=name, preferences=preferences, memories=chosen)
+
+    async def learn(self, session_id: str, user_id: int, llm) -> int:
+        """Summarize a finished session and store what the caller shared about themselves.
+
+        Args:
+            session_id: The finished session.
+            user_id: Its caller.
+            llm: An ``openai.AsyncOpenAI``-like client and model, as ``(client, model)``.
+
+        Returns:
+            How many memories were stored (0 when memory is off or nothing was said).
+        """
+        import asyncio
+
+        if not await asyncio.to_thread(self.enabled_for, user_id):
+            return 0
+        turns = await asyncio.to_thread(self._storage.turns, session_id)
+        said = [t for t in turns if t.role == "user" and t.text.strip()]
+        if not said:
+            return 0
+        transcript = "\n".join(
+            f"{'Caller' if t.role == 'user' else 'Assistant'} (turn {t.idx}): {t.text}"
+            for t in turns
+        )
+        client, model = llm
+        try:
+            response = await client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "system", "content": EXTRACTION_PROMPT},
+                    {"role": "user", "content": transcript},
+                ],
+                temperature=0,
+                max_tokens=300,
+            )
+            found = _parse(response.choices[0].message.content or "")
+        except Exception as e:
+            logger.warning(f"MemoryService: learning from a session failed ({type(e).__name__})")
+            return 0
+        if found is None:
+            logger.warning("MemoryService: the LLM's memory reply was not the expected JSON")
+            return 0
+        return await asyncio.to_thread(self._store, session_id, user_id, found, said)
+
+    def _store(self, session_id: str, user_id: int, found: dict, said: list) -> int:
+        expires = (datetime.now(UTC) + self._ttl).isoformat()
+        last_turn = said[-1].idx
+        records = []
+        summary = found.get("summary")
+        if isinstance(summary, str) and summary.strip():
+            records.append(
+                MemoryRecord(
+                    user_id,
+                    summary.strip(),
+                    "summary",
+                    1.0,
+                    session_id,
+                    last_turn,
+                    expires_at=expires,
+                )
+            )
+        for fact in found.get("facts") or []:
+            if not isinstance(fact, dict) or not isinstance(fact.get("text"), str):
+                continue
+            turn = fact.get("turn") if isinstance(fact.get("turn"), int) else last_turn
+            confidence = fact.get("confidence")
+            confidence = float(confidence) if isinstance(confidence, int | float) else 0.7
+            records.append(
+                MemoryRecord(
+                    user_id,
+                    fact["text"].strip(),
+                    "fact",
+                    min(1.0, max(0.0, confidence)),
+                    session_id,
+                    turn,
+                    expires_at=expires,
+                )
+            )
+        for record in records:
+            self._storage.add_memory(record)
+        name = found.get("name")
+        if isinstance(name, str) and 0 < len(name.strip()) <= 40:
+            self._storage.set_preference(user_id, NAME_PREFERENCE, name.strip())
+        logger.info(f"MemoryService: stored {len(records)} memories from a session")
+        return len(records)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z']+", text.lower()) if len(w) > 3}
+
+
+def _parse(reply: str) -> dict | None:
+    """The first JSON object in the reply (models like to wrap JSON in prose or fences)."""
+    start = reply.find("{")
+    end = reply.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        value = json.loads(reply[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None

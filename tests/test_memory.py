@@ -1,0 +1,84 @@
+"""Cross-session memory: a returning caller is greeted by name and the LLM knows them."""
+
+import json
+
+from mindbot.harness import serve, simulated_call, ws_url
+from mindbot.memory import MEMORY_PREFERENCE
+from mindbot.runtime import MindBot
+from mindbot.standins import Text
+from mindbot.storage import SQLiteStorage
+from pipelines.assistant import run
+
+from conftest import make_settings
+
+PRIYA = "+15550104242"
+LEARNED = json.dumps(
+    {
+        "summary": "Priya introduced herself and talked about hiking.",
+        "name": "Priya",
+        "facts": [{"text": "Loves hiking", "turn": 1, "confidence": 0.9}],
+    }
+)
+
+
+async def _call(cloud_services, data_dir, voice_cache, said):
+    bot = MindBot(make_settings(**cloud_services.settings, data_dir=data_dir))
+    bot.start()
+    try:
+        async with serve(bot, run) as base_url:
+            report = await simulated_call(
+                ws_url(base_url),
+                said,
+                from_number=PRIYA,
+                cache_dir=voice_cache,
+                transcribe_replies=False,
+            )
+    finally:
+        bot.stop()
+    return report
+
+
+async def test_a_returning_caller_is_greeted_by_name_and_remembered(
+    cloud_services, voice_cache, tmp_path
+):
+    llm, cartesia = cloud_services.llm, cloud_services.cartesia
+    llm.script(Text("Nice to meet you, Priya!"), Text(LEARNED), Text("How was the hike?"))
+    await _call(cloud_services, tmp_path, voice_cache, ["My name is Priya and I love hiking."])
+    learn_request = llm.requests[1]
+    assert not learn_request.get("stream")
+    assert "my name is priya" in json.dumps(learn_request["messages"]).lower()
+
+    greetings_before = len(cartesia.requests)
+    await _call(cloud_services, tmp_path, voice_cache, ["Guess what I did today?"])
+    greeting = cartesia.requests[greetings_before]["transcript"].strip()
+    assert greeting == "Welcome back, Priya! How can I help you today?"
+    answer_request = [r for r in llm.requests if r.get("stream")][-1]
+    instruction = answer_request["messages"][0]["content"]
+    assert "Priya" in instruction and "Loves hiking" in instruction
+
+
+async def test_with_memory_off_nothing_is_learned_or_recalled(
+    cloud_services, voice_cache, tmp_path
+):
+    bot = MindBot(make_settings(**cloud_services.settings, data_dir=tmp_path))
+    user = bot.storage_for_tests() if hasattr(bot, "storage_for_tests") else None
+    assert user is None
+
+    storage = SQLiteStorage(tmp_path / "mindbot.db")
+    priya = storage.user_for_identity("phone", PRIYA)
+    storage.set_preference(priya.id, MEMORY_PREFERENCE, False)
+    storage.close()
+
+    llm = cloud_services.llm
+    llm.script(Text("Nice to meet you."), Text(LEARNED), Text("Hello again."))
+    await _call(cloud_services, tmp_path, voice_cache, ["My name is Priya and I love hiking."])
+    await _call(cloud_services, tmp_path, voice_cache, ["Do you remember me?"])
+
+    assert all(r.get("stream") for r in llm.requests), "a memory request was made"
+    storage = SQLiteStorage(tmp_path / "mindbot.db")
+    assert storage.memories(priya.id, include_expired=True) == []
+    storage.close()
+    last = [r for r in llm.requests if r.get("stream")][-1]
+    assert "Priya" not in last["messages"][0]["content"]
+    first = cloud_services.cartesia.requests
+    assert all("Welcome back" not in r.get("transcript", "") for r in first)
