@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +33,7 @@ STOP_GRACE_SECS = 2.0
 """How long ``stop()`` waits for handlers to finish before cancelling them."""
 
 
-class StandIn:
+class StandIn(ABC):
     """Base class: start/stop lifecycle and ``async with`` support.
 
     Subclasses implement ``_start_server`` (bind and return the port) and ``_stop_server``.
@@ -128,11 +129,13 @@ class StandIn:
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_SECS)
 
+    @abstractmethod
     async def _start_server(self) -> int:
-        raise NotImplementedError
+        """Start listening on 127.0.0.1 and return the port."""
 
+    @abstractmethod
     async def _stop_server(self) -> None:
-        raise NotImplementedError
+        """Stop listening and close every connection."""
 
 
 class HttpStandIn(StandIn):
@@ -148,8 +151,9 @@ class HttpStandIn(StandIn):
         self._runner: web.AppRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
 
+    @abstractmethod
     def _add_routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add the service's routes."""
 
     def _error_response(self, status: int, message: str) -> web.Response:
         """Build the service's error reply.
@@ -320,8 +324,9 @@ class WebSocketStandIn(StandIn):
         finally:
             self._open.discard(ws)
 
+    @abstractmethod
     async def _serve(self, ws: ServerConnection, info: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Talk with one connected client until it leaves."""
 
     async def close_all(self, code: int = 1011, reason: str = "boom") -> None:
         """Close every open client connection (fault injection).
