@@ -283,7 +283,19 @@ CREATE TABLE events (
 CREATE INDEX events_kind_at ON events(kind, at);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_CALLS, _V2_KNOWLEDGE, _V3_EVENTS)
+_V4_SESSION_STATS = """
+CREATE TABLE session_stats (
+    session_id TEXT PRIMARY KEY REFERENCES sessions(id),
+    duration_secs REAL,
+    turns INTEGER NOT NULL,
+    interruptions INTEGER NOT NULL,
+    mean_latency_secs REAL,
+    p95_latency_secs REAL,
+    end_reason TEXT
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_CALLS, _V2_KNOWLEDGE, _V3_EVENTS, _V4_SESSION_STATS)
 """The schema's history: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
 
 Append only; never edit a migration that has shipped. An SQL string runs as a script, a
@@ -372,6 +384,10 @@ class Storage(Protocol):
 
     def session_summary(self, session_id: str) -> dict[str, Any]:
         """Duration, turn count, interruptions, latency figures and end reason of a session."""
+        ...
+
+    def session_stats(self, session_id: str) -> dict[str, Any] | None:
+        """The analytics row stored when the session ended."""
         ...
 
     def export_user(self, user_id: int) -> dict[str, Any]:
@@ -651,6 +667,16 @@ class SQLiteStorage:
             )
             if cursor.rowcount == 0:
                 raise StorageError(f"{self.path}: no session {session_id[:8]}… to end")
+        # The session's analytics row, written once it is complete.
+        stats = self.session_summary(session_id)
+        with self._write("end_session") as db:
+            db["session_stats"].upsert(stats, pk="session_id")
+
+    def session_stats(self, session_id: str) -> dict[str, Any] | None:
+        """The analytics row stored when the session ended (None before it ends)."""
+        with self._read("session_stats") as db:
+            rows = list(db.query("SELECT * FROM session_stats WHERE session_id = ?", [session_id]))
+        return rows[0] if rows else None
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         """The session with this id, if any."""
@@ -909,6 +935,7 @@ class SQLiteStorage:
                 " WHERE json_extract(data, '$.user_id') IN (:user, CAST(:user AS TEXT))"
                 f" OR json_extract(data, '$.session_id') IN ({user_sessions})",
                 "turns": f"DELETE FROM turns WHERE session_id IN ({user_sessions})",
+                "session_stats": f"DELETE FROM session_stats WHERE session_id IN ({user_sessions})",
                 "memories": "DELETE FROM memories WHERE user_id = :user",
                 "preferences": "DELETE FROM preferences WHERE user_id = :user",
                 "sessions": "DELETE FROM sessions WHERE user_id = :user",

@@ -47,6 +47,12 @@ async def test_a_call_is_stored_turn_by_turn_with_its_caller(cloud_services, voi
     assert "capital of france" in turns[1].text.lower()
     assert turns[2].text == "Paris is the capital of France."
     assert turns[2].latency_secs is not None and "speech synthesis" in turns[2].stages
+    stats = storage.session_stats(session.id)
+    assert stats["turns"] == 5 and stats["interruptions"] == 0
+    assert stats["end_reason"] == "completed" and stats["duration_secs"] > 0
+    assert (
+        stats["mean_latency_secs"] > 0 and stats["p95_latency_secs"] >= stats["mean_latency_secs"]
+    )
     storage.close()
 
 
