@@ -401,3 +401,70 @@ def _pct(values: list[float], pct: int) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def run_memory_bench(
+    path: Path, *, turns: int, memories: int, recalls: int = 200
+) -> dict[str, Any]:
+    """Time a session start's memory load with a large database.
+
+    Builds ``path`` with ``turns`` turns (spread over many callers' sessions) and ``memories``
+    memories for one caller, then times what a new call from that caller does before its
+    greeting: find the user by phone number, then ``MemoryService.recall``.
+
+    Returns:
+        Build time and the p50/p95/max of the load in milliseconds.
+    """
+    from mindbot.memory import MemoryService
+    from mindbot.storage import MemoryRecord, SessionRecord, SQLiteStorage, TurnRecord
+
+    storage = SQLiteStorage(path)
+    memory = MemoryService(storage)
+    built = time.perf_counter()
+    caller = storage.user_for_identity("phone", "+15550100001")
+    per_session = 20
+    sessions = max(1, turns // per_session)
+    for n in range(sessions):
+        user = caller if n % 10 == 0 else storage.user_for_identity("phone", f"+1555{n:07d}")
+        storage.start_session(SessionRecord(f"s{n}", user.id, "twilio", "assistant", "mindbot"))
+    for first in range(0, sessions, 500):
+        storage.add_turns(
+            TurnRecord(
+                f"s{n}",
+                i,
+                "user" if i % 2 else "assistant",
+                f"Turn {i} of a conversation about hiking, cooking and travel plans.",
+            )
+            for n in range(first, min(sessions, first + 500))
+            for i in range(per_session)
+        )
+    topics = ["hiking", "cooking", "travel", "music", "books", "gardening", "football", "chess"]
+    for i in range(memories):
+        storage.add_memory(
+            MemoryRecord(
+                caller.id,
+                f"Likes {topics[i % len(topics)]} and mentioned detail number {i}.",
+                "fact" if i % 5 else "summary",
+                0.8,
+                source_session_id="s0",
+                source_turn_idx=i % per_session,
+            )
+        )
+    built = time.perf_counter() - built
+    timings = []
+    for i in range(recalls):
+        start = time.perf_counter()
+        user = storage.find_user("+15550100001")
+        assert user is not None
+        context = memory.recall(user.id, query=f"What about {topics[i % len(topics)]}?")
+        timings.append((time.perf_counter() - start) * 1000)
+    storage.close()
+    return {
+        "turns": sessions * per_session,
+        "memories": memories,
+        "recalled": len(context.memories),
+        "build_secs": built,
+        "load_ms_p50": _pct(timings, 50),
+        "load_ms_p95": _pct(timings, 95),
+        "load_ms_max": max(timings),
+    }

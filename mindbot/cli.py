@@ -177,6 +177,28 @@ def _forget(args: argparse.Namespace) -> None:
     print("Erased everything stored about that user.")
 
 
+def _bench_memory(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from mindbot.bench import run_memory_bench
+
+    configure_logging("WARNING")
+    with tempfile.TemporaryDirectory() as folder:
+        result = run_memory_bench(
+            Path(folder) / "bench.db",
+            turns=args.turns,
+            memories=args.memories,
+            recalls=args.recalls,
+        )
+    print(
+        f"{result['turns']:,} turns, {result['memories']:,} memories for the caller "
+        f"(built in {result['build_secs']:.0f} s); {result['recalled']} memories recalled\n"
+        f"session-start memory load: p50 {result['load_ms_p50']:.2f} ms, "
+        f"p95 {result['load_ms_p95']:.2f} ms, max {result['load_ms_max']:.2f} ms"
+    )
+
+
 def _pipelines(_args: argparse.Namespace) -> None:
     for name, module in sorted(available_pipelines().items()):
         print(f"{name}\t{module}")
@@ -224,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     forget = commands.add_parser("forget", help="erase everything stored about a user")
     forget.add_argument("--user", required=True, help="user id, phone number or client user id")
     forget.set_defaults(handler=_forget)
+
+    memory = benches.add_parser("memory", help="memory load at session start, large database")
+    memory.add_argument("--turns", type=int, default=1_000_000)
+    memory.add_argument("--memories", type=int, default=10_000)
+    memory.add_argument("--recalls", type=int, default=200)
+    memory.set_defaults(handler=_bench_memory)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)

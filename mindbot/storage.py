@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -346,6 +346,10 @@ class Storage(Protocol):
 
     def add_turn(self, turn: TurnRecord) -> None:
         """Records a turn of a started session."""
+        ...
+
+    def add_turns(self, turns: Iterable[TurnRecord]) -> int:
+        """Records many turns in one transaction."""
         ...
 
     def turns(self, session_id: str) -> list[TurnRecord]:
@@ -702,21 +706,21 @@ class SQLiteStorage:
                 JSON-serializable.
             StorageError: The session was not started, or it already has a turn ``idx``.
         """
-        if turn.role not in ROLES:
-            raise ValueError(f"unknown turn role {turn.role!r}")
-        row = {
-            "session_id": turn.session_id,
-            "idx": turn.idx,
-            "role": turn.role,
-            "text": turn.text,
-            "started_at": _utc(turn.started_at),
-            "ended_at": _utc(turn.ended_at),
-            "interrupted": int(bool(turn.interrupted)),
-            "latency_secs": turn.latency_secs,
-            **{name: _json_or_none(getattr(turn, name)) for name in _TURN_JSON},
-        }
-        with self._write("add_turn") as db:
-            db["turns"].insert(row)
+        self.add_turns([turn])
+
+    def add_turns(self, turns: Iterable[TurnRecord]) -> int:
+        """Records many turns in one transaction (imports, benchmarks); returns how many.
+
+        Raises:
+            ValueError: A role is not ``user`` or ``assistant``, or a JSON field is not
+                JSON-serializable.
+            StorageError: A session was not started, or a turn ``idx`` is taken.
+        """
+        rows = (_turn_row(turn) for turn in turns)
+        with self._write("add_turns") as db:
+            before = db["turns"].count
+            db["turns"].insert_all(rows, batch_size=5000)
+            return db["turns"].count - before
 
     def turns(self, session_id: str) -> list[TurnRecord]:
         """A session's turns, in ``idx`` order."""
@@ -1063,6 +1067,22 @@ def _begin_read(conn: sqlite3.Connection) -> None:
             raise
 
     _retry_while_busy(attempt)
+
+
+def _turn_row(turn: TurnRecord) -> dict[str, Any]:
+    if turn.role not in ROLES:
+        raise ValueError(f"unknown turn role {turn.role!r}")
+    return {
+        "session_id": turn.session_id,
+        "idx": turn.idx,
+        "role": turn.role,
+        "text": turn.text,
+        "started_at": _utc(turn.started_at),
+        "ended_at": _utc(turn.ended_at),
+        "interrupted": int(bool(turn.interrupted)),
+        "latency_secs": turn.latency_secs,
+        **{name: _json_or_none(getattr(turn, name)) for name in _TURN_JSON},
+    }
 
 
 # ----------------------------------------------------------------------------------------------
