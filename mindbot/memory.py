@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loguru import logger
+from pipecat.services.llm_service import FunctionCallParams
 
 from mindbot.storage import MemoryRecord, Storage
 
@@ -43,11 +44,13 @@ class MemoryContext:
         name: The caller's name, if known.
         preferences: The caller's preferences.
         memories: Relevant memories, most relevant first.
+        enabled: Whether the caller allows memory (their ``memory`` preference).
     """
 
     name: str | None = None
     preferences: dict[str, Any] = field(default_factory=dict)
     memories: list[MemoryRecord] = field(default_factory=list)
+    enabled: bool = True
 
     def render(self) -> str:
         """A block for the system instruction, or an empty string when nothing is known."""
@@ -84,11 +87,30 @@ class MemoryService:
         """Whether the user allows memory (their ``memory`` preference; on by default)."""
         return self._storage.preferences(user_id).get(MEMORY_PREFERENCE, True) is not False
 
+    def remember(self, user_id: int, text: str, *, session_id: str | None = None) -> int:
+        """Store something the caller asked MindBot to remember (blocking; use a thread)."""
+        expires = (datetime.now(UTC) + self._ttl).isoformat()
+        record = MemoryRecord(user_id, text, "fact", 1.0, session_id, expires_at=expires)
+        return self._storage.add_memory(record)
+
+    def forget(self, user_id: int, about: str) -> int:
+        """Delete the memories about ``about`` ("everything" deletes all); returns how many."""
+        words = _words(about)
+        memories = self._storage.memories(user_id, include_expired=True)
+        if about.strip().lower() in ("everything", "all", "all of it"):
+            doomed = memories
+        else:
+            doomed = [m for m in memories if words & _words(m.text)]
+        for memory in doomed:
+            assert memory.id is not None
+            self._storage.delete_memory(memory.id)
+        return len(doomed)
+
     def recall(self, user_id: int, *, query: str = "") -> MemoryContext:
         """The caller's name, preferences and most relevant memories (blocking; use a thread)."""
         preferences = self._storage.preferences(user_id)
         if preferences.get(MEMORY_PREFERENCE, True) is False:
-            return MemoryContext(preferences=preferences)
+            return MemoryContext(preferences=preferences, enabled=False)
         user = self._storage.get_user(user_id)
         name = preferences.get(NAME_PREFERENCE) or (user.display_name if user else None)
         words = _words(query)
@@ -189,6 +211,50 @@ class MemoryService:
             self._storage.set_preference(user_id, NAME_PREFERENCE, name.strip())
         logger.info(f"MemoryService: stored {len(records)} memories from a session")
         return len(records)
+
+
+MAX_FACT_CHARS = 300
+
+
+def memory_tools(memory: MemoryService, user_id: int, session_id: str) -> list:
+    """The caller's spoken memory control, as LLM direct functions bound to one session.
+
+    ``remember``, ``forget`` and ``recall_memories`` run in a thread (the event loop never waits
+    on the disk) and answer with a result the LLM can speak about, never an exception.
+    """
+    import asyncio
+
+    async def remember(params: FunctionCallParams, fact: str):
+        """Remember something about the caller because they asked you to.
+
+        Args:
+            fact: What to remember, as a short statement about the caller.
+        """
+        fact = " ".join(str(fact).split())
+        if not fact or len(fact) > MAX_FACT_CHARS:
+            result = {"error": f"a fact must be 1 to {MAX_FACT_CHARS} characters"}
+        else:
+            await asyncio.to_thread(memory.remember, user_id, fact, session_id=session_id)
+            result = {"remembered": fact}
+        await params.result_callback(result)
+
+    async def forget(params: FunctionCallParams, about: str):
+        """Forget what you remember about something, because the caller asked you to.
+
+        Args:
+            about: A few words naming what to forget, or "everything".
+        """
+        count = await asyncio.to_thread(memory.forget, user_id, str(about)[:MAX_FACT_CHARS])
+        await params.result_callback({"forgotten": count})
+
+    async def recall_memories(params: FunctionCallParams):
+        """List what you remember about the caller, when they ask what you know about them."""
+        known = await asyncio.to_thread(memory.recall, user_id)
+        await params.result_callback(
+            {"name": known.name, "memories": [m.text for m in known.memories]}
+        )
+
+    return [remember, forget, recall_memories]
 
 
 def _words(text: str) -> set[str]:

@@ -29,7 +29,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
-from mindbot.memory import MemoryContext, MemoryService
+from mindbot.memory import MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
@@ -347,6 +347,15 @@ class MindBot:
                 self.learning.add(task)
                 task.add_done_callback(self.learning.discard)
         return reason
+
+    def tools_for(self, call: Call) -> list:
+        """The LLM tools of a session: spoken memory control for a known caller with memory on.
+
+        The local llama.cpp server cannot stream tool calls, so with it there are none.
+        """
+        if self.memory is None or call.stored_user_id is None or self.services.local_llm:
+            return []
+        return memory_tools(self.memory, call.stored_user_id, call.session_id)
 
     async def recall(self, call: Call) -> MemoryContext:
         """What MindBot remembers about the caller (empty for anonymous callers)."""

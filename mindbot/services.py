@@ -155,6 +155,11 @@ class ServiceFactory:
         self.models = models
         self.llm_endpoint = llm_endpoint
 
+    @property
+    def local_llm(self) -> bool:
+        """Whether the LLM is the llama.cpp server MindBot runs itself."""
+        return self.providers.llm == "local" and not self.settings.llm_base_url
+
     def stt(self) -> STTService:
         """A speech-to-text service for one session."""
         s = self.settings
@@ -256,8 +261,7 @@ class ServiceFactory:
         s = self.settings
         max_tokens = s.context_max_tokens
         if max_tokens is None:
-            local_server = self.providers.llm == "local" and not s.llm_base_url
-            max_tokens = s.local_llm_context // 2 if local_server else 8000
+            max_tokens = s.local_llm_context // 2 if self.local_llm else 8000
         return LLMAssistantAggregatorParams(
             enable_auto_context_summarization=True,
             auto_context_summarization_config=LLMAutoContextSummarizationConfig(

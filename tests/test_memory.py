@@ -5,7 +5,7 @@ import json
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.memory import MEMORY_PREFERENCE
 from mindbot.runtime import MindBot
-from mindbot.standins import Text
+from mindbot.standins import Text, ToolCall, ToolCalls
 from mindbot.storage import SQLiteStorage
 from pipelines.assistant import run
 
@@ -82,3 +82,39 @@ async def test_with_memory_off_nothing_is_learned_or_recalled(
     assert "Priya" not in last["messages"][0]["content"]
     first = cloud_services.cartesia.requests
     assert all("Welcome back" not in r.get("transcript", "") for r in first)
+
+
+async def test_the_caller_controls_memory_by_voice(cloud_services, voice_cache, tmp_path):
+    llm = cloud_services.llm
+    llm.script(
+        ToolCalls([ToolCall("remember", {"fact": "Favourite colour is green"})]),
+        Text("I'll remember that."),
+        ToolCalls([ToolCall("recall_memories", {})]),
+        Text("You told me your favourite colour is green."),
+        ToolCalls([ToolCall("forget", {"about": "favourite colour"})]),
+        Text("Done, I've forgotten it."),
+    )
+    await _call(
+        cloud_services,
+        tmp_path,
+        voice_cache,
+        [
+            "Please remember that my favourite colour is green.",
+            "What do you know about me?",
+            "Forget my favourite colour.",
+        ],
+    )
+    chats = [r for r in llm.requests if r.get("stream")]
+    offered = {tool["function"]["name"] for tool in chats[0]["tools"]}
+    assert offered == {"remember", "forget", "recall_memories"}
+    results = [
+        json.loads(m["content"]) for r in chats for m in r["messages"] if m["role"] == "tool"
+    ]
+    assert {"remembered": "Favourite colour is green"} in results
+    assert {"name": None, "memories": ["Favourite colour is green"]} in results
+    assert {"forgotten": 1} in results
+
+    storage = SQLiteStorage(tmp_path / "mindbot.db")
+    priya = storage.find_user(PRIYA)
+    assert all("green" not in m.text for m in storage.memories(priya.id, include_expired=True))
+    storage.close()
