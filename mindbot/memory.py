@@ -93,6 +93,23 @@ class MemoryService:
         record = MemoryRecord(user_id, text, "fact", 1.0, session_id, expires_at=expires)
         return self._storage.add_memory(record)
 
+    def set_preference(self, user_id: int, preference: str, value: str) -> dict[str, Any]:
+        """Set ``name`` or ``memory`` from what the caller said; an error result if invalid."""
+        value = " ".join(str(value).split())
+        if preference == NAME_PREFERENCE:
+            if not 0 < len(value) <= 40:
+                return {"error": "a name must be 1 to 40 characters"}
+            self._storage.set_preference(user_id, NAME_PREFERENCE, value)
+            return {"name": value}
+        if preference == MEMORY_PREFERENCE:
+            switch = value.lower()
+            if switch not in ("on", "off", "true", "false", "yes", "no"):
+                return {"error": "memory must be 'on' or 'off'"}
+            on = switch in ("on", "true", "yes")
+            self._storage.set_preference(user_id, MEMORY_PREFERENCE, on)
+            return {"memory": "on" if on else "off"}
+        return {"error": f"unknown preference {preference[:40]!r}; known: name, memory"}
+
     def forget(self, user_id: int, about: str) -> int:
         """Delete the memories about ``about`` ("everything" deletes all); returns how many."""
         words = _words(about)
@@ -216,13 +233,26 @@ class MemoryService:
 MAX_FACT_CHARS = 300
 
 
-def memory_tools(memory: MemoryService, user_id: int, session_id: str) -> list:
+def memory_tools(memory: MemoryService, user_id: int, session_id: str, *, enabled: bool) -> list:
     """The caller's spoken memory control, as LLM direct functions bound to one session.
 
-    ``remember``, ``forget`` and ``recall_memories`` run in a thread (the event loop never waits
-    on the disk) and answer with a result the LLM can speak about, never an exception.
+    ``set_preference`` is always offered (so memory can be turned back on); ``remember``,
+    ``forget`` and ``recall_memories`` only while memory is on. They run in a thread (the event
+    loop never waits on the disk) and answer with a result the LLM can speak about, never an
+    exception.
     """
     import asyncio
+
+    async def set_preference(params: FunctionCallParams, preference: str, value: str):
+        """Change one of the caller's preferences, because they asked you to.
+
+        Args:
+            preference: "name" (what to call the caller) or "memory" ("on" or "off": whether
+                you remember them from one call to the next).
+            value: The new value.
+        """
+        result = await asyncio.to_thread(memory.set_preference, user_id, preference, value)
+        await params.result_callback(result)
 
     async def remember(params: FunctionCallParams, fact: str):
         """Remember something about the caller because they asked you to.
@@ -254,7 +284,9 @@ def memory_tools(memory: MemoryService, user_id: int, session_id: str) -> list:
             {"name": known.name, "memories": [m.text for m in known.memories]}
         )
 
-    return [remember, forget, recall_memories]
+    if not enabled:
+        return [set_preference]
+    return [set_preference, remember, forget, recall_memories]
 
 
 def _words(text: str) -> set[str]:

@@ -348,14 +348,16 @@ class MindBot:
                 task.add_done_callback(self.learning.discard)
         return reason
 
-    def tools_for(self, call: Call) -> list:
-        """The LLM tools of a session: spoken memory control for a known caller with memory on.
+    def tools_for(self, call: Call, memory: MemoryContext) -> list:
+        """The LLM tools of a session: a known caller's preferences and memory by voice.
 
         The local llama.cpp server cannot stream tool calls, so with it there are none.
         """
         if self.memory is None or call.stored_user_id is None or self.services.local_llm:
             return []
-        return memory_tools(self.memory, call.stored_user_id, call.session_id)
+        return memory_tools(
+            self.memory, call.stored_user_id, call.session_id, enabled=memory.enabled
+        )
 
     async def recall(self, call: Call) -> MemoryContext:
         """What MindBot remembers about the caller (empty for anonymous callers)."""

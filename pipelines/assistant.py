@@ -56,7 +56,7 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     persona = bot.persona_for(call)
     memory = await bot.recall(call)
     instruction = "\n\n".join(filter(None, [persona.system_instruction(), memory.render()]))
-    tools = bot.tools_for(call) if memory.enabled else []
+    tools = bot.tools_for(call, memory)
     context = LLMContext(tools=tools) if tools else LLMContext()
     user, assistant = bot.context_aggregators(context, call)
     pipeline = build(

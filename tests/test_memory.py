@@ -106,7 +106,7 @@ async def test_the_caller_controls_memory_by_voice(cloud_services, voice_cache, 
     )
     chats = [r for r in llm.requests if r.get("stream")]
     offered = {tool["function"]["name"] for tool in chats[0]["tools"]}
-    assert offered == {"remember", "forget", "recall_memories"}
+    assert offered == {"set_preference", "remember", "forget", "recall_memories"}
     results = [
         json.loads(m["content"]) for r in chats for m in r["messages"] if m["role"] == "tool"
     ]
@@ -117,4 +117,34 @@ async def test_the_caller_controls_memory_by_voice(cloud_services, voice_cache, 
     storage = SQLiteStorage(tmp_path / "mindbot.db")
     priya = storage.find_user(PRIYA)
     assert all("green" not in m.text for m in storage.memories(priya.id, include_expired=True))
+    storage.close()
+
+
+async def test_the_caller_turns_memory_off_and_sets_their_name_by_voice(
+    cloud_services, voice_cache, tmp_path
+):
+    llm = cloud_services.llm
+    llm.script(
+        ToolCalls([ToolCall("set_preference", {"preference": "name", "value": "Pri"})]),
+        Text("Sure, Pri."),
+        ToolCalls([ToolCall("set_preference", {"preference": "memory", "value": "off"})]),
+        Text("I won't remember you from now on."),
+        ToolCalls([ToolCall("set_preference", {"preference": "shoe size", "value": "9"})]),
+        Text("I can't change that."),
+    )
+    await _call(
+        cloud_services,
+        tmp_path,
+        voice_cache,
+        ["Please call me Pri.", "Stop remembering me.", "Set my shoe size to nine."],
+    )
+    chats = [r for r in llm.requests if r.get("stream")]
+    results = [json.loads(m["content"]) for m in chats[-1]["messages"] if m["role"] == "tool"]
+    assert results[0] == {"name": "Pri"} and results[1] == {"memory": "off"}
+    assert "unknown preference" in results[2]["error"]
+    assert all(r.get("stream") for r in llm.requests), "memory was learned although turned off"
+
+    storage = SQLiteStorage(tmp_path / "mindbot.db")
+    priya = storage.find_user(PRIYA)
+    assert storage.preferences(priya.id) == {"name": "Pri", MEMORY_PREFERENCE: False}
     storage.close()
