@@ -374,6 +374,11 @@ class MindBot:
             return
         try:
             await asyncio.to_thread(writer.flush, 10)  # the session's turns are on disk
+            if factory.local_llm:
+                # One llama.cpp thread serves every call: learn when no caller is waiting.
+                # (Polled: an asyncio.Event would tie MindBot to one event loop.)
+                while self._active:  # noqa: ASYNC110
+                    await asyncio.sleep(1.0)
             endpoint = factory.llm_endpoint
             client = AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key)
             try:
