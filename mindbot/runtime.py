@@ -172,7 +172,10 @@ class MindBot:
         """The call's persona: from its request body, else by dialled number, else the default.
 
         A persona asked for by name that does not exist is logged, and the default is used.
+        Once a session has started, its persona is ``call.persona``.
         """
+        if call.persona in self.personas.names():
+            return self.personas.get(call.persona)
         name = call.body.get("persona") or self.settings.persona_by_number.get(call.to_number or "")
         if isinstance(name, str) and name in self.personas.names():
             return self.personas.get(name)
