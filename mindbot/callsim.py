@@ -31,14 +31,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from mindbot.audio import (
-    SILENCE_RMS,
     first_voiced_offset,
     last_voiced_end,
     pcm_to_ulaw,
     resample,
     ulaw_to_pcm,
     wav_bytes,
-    window_rms,
 )
 
 RATE = 8000
@@ -68,8 +66,18 @@ class BotSpeech:
 
 @dataclass
 class _Chunk:
+    """Bot audio as it arrived, with its voiced span worked out once, on arrival."""
+
     at: float
     pcm: bytes
+    voiced: tuple[float, float] | None = None  # (start, end), seconds from the call's start
+
+    @classmethod
+    def arrived(cls, at: float, pcm: bytes) -> _Chunk:
+        offset = first_voiced_offset(pcm, RATE)
+        if offset is None:
+            return cls(at, pcm)
+        return cls(at, pcm, (at + offset, at + (last_voiced_end(pcm, RATE) or 0.0)))
 
 
 @dataclass
@@ -252,7 +260,7 @@ class PhoneCall:
                 if event == "media":
                     pcm = ulaw_to_pcm(base64.b64decode(message["media"]["payload"]))
                     async with self._bot_arrived:
-                        self._bot.append(_Chunk(at, pcm))
+                        self._bot.append(_Chunk.arrived(at, pcm))
                         self._bot_arrived.notify_all()
                     continue
                 self.events.append((at, message))
@@ -274,15 +282,7 @@ class PhoneCall:
 
     def _voiced_starts(self, after: float) -> list[tuple[float, float]]:
         """(start, end) of every bot chunk after ``after`` that holds non-silent audio."""
-        spans = []
-        for chunk in self._bot:
-            if chunk.at < after:
-                continue
-            offset = first_voiced_offset(chunk.pcm, RATE)
-            if offset is not None:
-                end = chunk.at + (last_voiced_end(chunk.pcm, RATE) or 0.0)
-                spans.append((chunk.at + offset, end))
-        return spans
+        return [c.voiced for c in self._bot if c.at >= after and c.voiced is not None]
 
     def clears_between(self, start: float, end: float) -> list[float]:
         """Times of the ``clear`` messages the bot sent between ``start`` and ``end``."""
@@ -334,9 +334,7 @@ class PhoneCall:
 
     def bot_audio_after(self, at: float) -> bytes:
         """The bot's non-silent audio that arrived after ``at`` (16-bit PCM, 8 kHz)."""
-        return b"".join(
-            c.pcm for c in self._bot if c.at > at and np.any(window_rms(c.pcm, RATE) > SILENCE_RMS)
-        )
+        return b"".join(c.pcm for c in self._bot if c.at > at and c.voiced is not None)
 
     # --- Recording -----------------------------------------------------------------------------
 
