@@ -1,9 +1,11 @@
 """MindBot's settings: the only code that reads the environment.
 
-Every setting comes from a ``MINDBOT_*`` environment variable or a ``.env`` file in the working
-directory, and is read once at the composition root (the ``mindbot`` command, or a pipeline run
-as a script), then passed down. Secrets are ``SecretStr`` and unwrapped only at the call that uses
-them.
+Every setting comes from a ``MINDBOT_*`` environment variable, a ``.env`` file in the working
+directory, or a YAML settings file (``mindbot.yaml`` in the working directory, or the file named
+by ``MINDBOT_CONFIG_FILE``), in that order of precedence. Nested settings (the tools' sections)
+use ``__`` between levels: ``MINDBOT_TOOLS__EMAIL__SMTP_HOST``. Settings are read once at the
+composition root (the ``mindbot`` command, or a pipeline run as a script), then passed down.
+Secrets are ``SecretStr`` and unwrapped only at the call that uses them.
 
 A stage's provider is ``auto`` by default: the cloud service when its API key is set, else the
 local model. ``Settings.resolve()`` turns ``auto`` into a concrete choice and checks that an
@@ -13,14 +15,22 @@ variable otherwise.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from mindbot.errors import ConfigError
+from mindbot.tools.settings import ToolSettings
 
 ENV_PREFIX = "MINDBOT_"
 
@@ -48,7 +58,26 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        env_nested_delimiter="__",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE", "mindbot.yaml")
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),
+            file_secret_settings,
+        )
 
     # --- Providers -------------------------------------------------------------------------
     stt: Literal["auto", "deepgram", "whisper"] = "auto"
@@ -163,6 +192,9 @@ class Settings(BaseSettings):
         description='Persona per dialled number (JSON), e.g. {"+15550100": "receptionist"}.',
     )
 
+    # --- Tools (see mindbot/tools/settings.py) --------------------------------------------
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+
     @field_validator("deepgram_base_url", "cartesia_url", "daily_api_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -182,6 +214,8 @@ class Settings(BaseSettings):
             return cls(**overrides)
         except ValidationError as e:
             raise ConfigError(_describe(e)) from None
+        except (OSError, ValueError, yaml.YAMLError) as e:  # an unreadable or malformed YAML file
+            raise ConfigError(f"cannot read the settings file: {e}") from None
 
     def resolve(self) -> Providers:
         """Resolve ``auto`` providers and check that chosen cloud providers have their keys.
@@ -223,9 +257,9 @@ def _missing(field: str, because: str) -> str:
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        field = "__".join(str(part) for part in problem["loc"]) if problem["loc"] else "?"
         line = f"{env_name(field)}: {problem['msg']}"
-        if not any(secret in field for secret in ("key", "token", "secret")):
+        if not any(s in field for s in ("key", "token", "secret", "password")):
             line += f" (got {problem.get('input')!r})"
         lines.append(line)
     return "; ".join(lines)

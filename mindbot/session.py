@@ -81,6 +81,46 @@ class LatencyReport:
     stages: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ToolCallReport:
+    """One tool call, for the audit trail and analytics (recorded with the turn it served).
+
+    Args:
+        name: The tool the LLM called.
+        arguments: Its arguments, secret values redacted.
+        status: ``ok``, ``error``, ``awaiting_confirmation``, ``declined`` or ``cancelled``.
+        duration_secs: From the call to its result.
+        overhead_secs: The tool layer's own share (validation, bookkeeping), without the I/O.
+        attempts: How many times the tool ran (read-only tools are retried).
+        result: What the LLM was told: the result, or the error's kind and message.
+        confirmed: Whether it ran after the caller's spoken yes.
+        started_at: When the call started (ISO 8601, UTC).
+    """
+
+    name: str
+    arguments: dict[str, Any]
+    status: Literal["ok", "error", "awaiting_confirmation", "declined", "cancelled"]
+    duration_secs: float
+    overhead_secs: float
+    attempts: int
+    result: dict[str, Any]
+    confirmed: bool = False
+    started_at: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        """The JSON stored with the turn."""
+        return {
+            "name": self.name,
+            "arguments": self.arguments,
+            "status": self.status,
+            "duration_ms": round(self.duration_secs * 1000, 1),
+            "attempts": self.attempts,
+            "confirmed": self.confirmed,
+            "result": self.result,
+            "started_at": self.started_at,
+        }
+
+
 class SessionListener(Protocol):
     """Receives what sessions report; storage, analytics and benchmarks implement it."""
 
@@ -92,6 +132,9 @@ class SessionListener(Protocol):
 
     def on_latency(self, call: Call, latency: LatencyReport) -> None:
         """A user-to-bot latency was measured."""
+
+    def on_tool_call(self, call: Call, report: ToolCallReport) -> None:
+        """The LLM called a tool (reported when the call has its result)."""
 
     def on_session_ended(self, call: Call, reason: str) -> None:
         """A session ended (``reason``: ``completed``, ``cancelled`` or ``error``)."""
