@@ -25,6 +25,7 @@ from mindbot.storage import MemoryRecord, Storage
 
 MEMORY_PREFERENCE = "memory"
 NAME_PREFERENCE = "name"
+TIMEZONE_PREFERENCE = "timezone"
 
 EXTRACTION_PROMPT = """\
 Below is a phone conversation between a caller and an assistant. Reply with JSON only, no
@@ -94,7 +95,8 @@ class MemoryService:
         return self._storage.add_memory(record)
 
     def set_preference(self, user_id: int, preference: str, value: str) -> dict[str, Any]:
-        """Set ``name`` or ``memory`` from what the caller said; an error result if invalid."""
+        """Set ``name``, ``memory`` or ``timezone`` from what the caller said; an error result
+        if invalid."""
         value = " ".join(str(value).split())
         if preference == NAME_PREFERENCE:
             if not 0 < len(value) <= 40:
@@ -108,7 +110,13 @@ class MemoryService:
             on = switch in ("on", "true", "yes")
             self._storage.set_preference(user_id, MEMORY_PREFERENCE, on)
             return {"memory": "on" if on else "off"}
-        return {"error": f"unknown preference {preference[:40]!r}; known: name, memory"}
+        if preference == TIMEZONE_PREFERENCE:
+            zone = _time_zone(value)
+            if zone is None:
+                return {"error": "a time zone must be an IANA name such as Europe/London"}
+            self._storage.set_preference(user_id, TIMEZONE_PREFERENCE, zone)
+            return {"timezone": zone}
+        return {"error": f"unknown preference {preference[:40]!r}; known: name, memory, timezone"}
 
     def forget(self, user_id: int, about: str) -> int:
         """Delete the memories about ``about`` ("everything" deletes all); returns how many."""
@@ -247,8 +255,9 @@ def memory_tools(memory: MemoryService, user_id: int, session_id: str, *, enable
         """Change one of the caller's preferences, because they asked you to.
 
         Args:
-            preference: "name" (what to call the caller) or "memory" ("on" or "off": whether
-                you remember them from one call to the next).
+            preference: "name" (what to call the caller), "memory" ("on" or "off": whether
+                you remember them from one call to the next) or "timezone" (an IANA name such
+                as "Europe/London", for times and dates).
             value: The new value.
         """
         result = await asyncio.to_thread(memory.set_preference, user_id, preference, value)
@@ -287,6 +296,21 @@ def memory_tools(memory: MemoryService, user_id: int, session_id: str, *, enable
     if not enabled:
         return [set_preference]
     return [set_preference, remember, forget, recall_memories]
+
+
+def _time_zone(value: str) -> str | None:
+    """The IANA zone named by ``value`` (any case, spaces for underscores), or None."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+    wanted = value.strip().replace(" ", "_").lower()
+    for zone in available_timezones():
+        if zone.lower() == wanted:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                return None
+            return zone
+    return None
 
 
 def _words(text: str) -> set[str]:

@@ -8,7 +8,7 @@ the disk.
 
 from __future__ import annotations
 
-from mindbot.session import Call, LatencyReport, TurnReport
+from mindbot.session import Call, LatencyReport, ToolCallReport, TurnReport
 from mindbot.storage import AsyncStorageWriter, SessionRecord, Storage, TurnRecord, utc_now
 
 
@@ -25,6 +25,7 @@ class SessionRecorder:
         self._writer = writer
         self._next_turn: dict[str, int] = {}
         self._latency: dict[str, LatencyReport] = {}
+        self._tool_calls: dict[str, list[dict]] = {}
 
     def on_session_started(self, call: Call) -> None:
         """Record the session, bound to its user (``Call.stored_user_id``)."""
@@ -35,7 +36,9 @@ class SessionRecorder:
         """Record a completed turn; a reply carries the latency measured for it."""
         idx = self._next_turn.get(call.session_id, 0)
         self._next_turn[call.session_id] = idx + 1
-        latency = self._latency.pop(call.session_id, None) if turn.role == "assistant" else None
+        reply = turn.role == "assistant"
+        latency = self._latency.pop(call.session_id, None) if reply else None
+        tool_calls = self._tool_calls.pop(call.session_id, None) if reply else None
         now = utc_now()
         record = TurnRecord(
             session_id=call.session_id,
@@ -47,17 +50,26 @@ class SessionRecorder:
             interrupted=turn.interrupted,
             latency_secs=latency.seconds if latency else None,
             stages=latency.stages if latency else None,
+            tool_calls=tool_calls,
         )
         self._writer.submit("add_turn", record)
+
+    def on_tool_call(self, call: Call, report: ToolCallReport) -> None:
+        """Keep the tool call until the reply it serves completes (it is stored with it)."""
+        self._tool_calls.setdefault(call.session_id, []).append(report.as_record())
 
     def on_latency(self, call: Call, latency: LatencyReport) -> None:
         """Keep the latency until the reply it measures completes."""
         self._latency[call.session_id] = latency
 
     def on_session_ended(self, call: Call, reason: str) -> None:
-        """Record how the session ended."""
+        """Record how the session ended (and tool calls whose reply never came, on a cut-off
+        assistant turn, so the audit trail keeps them)."""
+        if self._tool_calls.get(call.session_id):
+            self.on_turn(call, TurnReport(role="assistant", text="", interrupted=True))
         self._next_turn.pop(call.session_id, None)
         self._latency.pop(call.session_id, None)
+        self._tool_calls.pop(call.session_id, None)
         self._writer.submit("end_session", call.session_id, reason, utc_now())
 
     def _start(self, call: Call, started_at: str) -> None:

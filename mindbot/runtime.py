@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import httpx
 from loguru import logger
 from pipecat.frames.frames import EndWorkerFrame, ErrorFrame, TTSSpeakFrame
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
@@ -29,12 +30,14 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
-from mindbot.memory import MemoryContext, MemoryService, memory_tools
+from mindbot.errors import ConfigError
+from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
 from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
 from mindbot.storage import AsyncStorageWriter, SQLiteStorage
+from mindbot.tools import ToolContext, ToolRegistry, ToolSession
 
 PIPELINE_INPUT_RATE = 16000
 """Whisper reads 16 kHz PCM, so the pipeline input runs at 16 kHz on every transport."""
@@ -87,6 +90,8 @@ class MindBot:
         self.models = SharedModels(settings)
         self.personas = PersonaLibrary([SHIPPED_DIR, *settings.persona_dirs])
         self.personas.get(settings.persona)  # an unknown default persona stops start-up
+        self.tools = ToolRegistry.default(settings.tools)
+        self._check_persona_tools()
         self.listeners: list[SessionListener] = []
         self._llm_server = None
         self._factory: ServiceFactory | None = None
@@ -95,6 +100,15 @@ class MindBot:
         self.learning: set[asyncio.Task] = set()
         self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
+        self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+
+    def _check_persona_tools(self) -> None:
+        for name in self.personas.names():
+            if unknown := self.tools.unknown(self.personas.get(name).tools):
+                raise ConfigError(
+                    f"persona {name!r} ({self.personas.source(name)}) lists unknown tools: "
+                    f"{', '.join(unknown)}; known: {', '.join(sorted(self.tools.names))}"
+                )
 
     @property
     def services(self) -> ServiceFactory:
@@ -343,6 +357,11 @@ class MindBot:
             logger.exception(f"{call}: failed")
         finally:
             self._active.pop(call.session_id, None)
+            for close in self._closers.pop(call.session_id, []):
+                try:
+                    await close()
+                except Exception as e:
+                    logger.debug(f"{call}: closing a session resource failed ({e!r})")
             logger.info(f"{call}: ended ({reason}) after {time.monotonic() - started:.1f}s")
             self._notify("on_session_ended", call, reason)
             if self.memory is not None and call.stored_user_id is not None:
@@ -351,15 +370,36 @@ class MindBot:
                 task.add_done_callback(self.learning.discard)
         return reason
 
-    def tools_for(self, call: Call, memory: MemoryContext) -> list:
-        """The LLM tools of a session: a known caller's preferences and memory by voice.
+    def tools_for(self, call: Call, memory: MemoryContext) -> ToolSession:
+        """The session's LLM tools: its persona's tools, and a known caller's memory by voice.
 
-        The local llama.cpp server cannot stream tool calls, so with it there are none.
+        Tools the settings do not configure are left out. The local llama.cpp server cannot
+        stream tool calls, so with it there are none. Put ``schemas()`` in the session's
+        ``LLMContext`` and ``attach()`` the session to its LLM.
         """
-        if self.memory is None or call.stored_user_id is None or self.services.local_llm:
-            return []
-        return memory_tools(
-            self.memory, call.stored_user_id, call.session_id, enabled=memory.enabled
+        settings = self.settings.tools
+        timezone = str(memory.preferences.get(TIMEZONE_PREFERENCE) or settings.timezone)
+        http = httpx.AsyncClient(timeout=settings.timeout_secs, follow_redirects=False)
+        self._closers.setdefault(call.session_id, []).append(http.aclose)
+        context = ToolContext(
+            settings=settings,
+            http=http,
+            timezone=timezone,
+            session_id=call.session_id,
+            user_id=call.stored_user_id,
+        )
+        if self.services.local_llm:
+            return ToolSession([], context)
+        extra = []
+        if self.memory is not None and call.stored_user_id is not None:
+            extra = memory_tools(
+                self.memory, call.stored_user_id, call.session_id, enabled=memory.enabled
+            )
+        return ToolSession(
+            self.tools.select(self.persona_for(call).tools),
+            context,
+            on_call=lambda report: self._notify("on_tool_call", call, report),
+            extra=extra,
         )
 
     async def recall(self, call: Call) -> MemoryContext:

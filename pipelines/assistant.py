@@ -55,15 +55,19 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     services = bot.services
     persona = bot.persona_for(call)
     memory = await bot.recall(call)
-    instruction = "\n\n".join(filter(None, [persona.system_instruction(), memory.render()]))
     tools = bot.tools_for(call, memory)
-    context = LLMContext(tools=tools) if tools else LLMContext()
+    instruction = "\n\n".join(
+        filter(None, [persona.system_instruction(), tools.instruction(), memory.render()])
+    )
+    context = LLMContext(tools=tools.schemas()) if tools else LLMContext()
     user, assistant = bot.context_aggregators(context, call)
+    llm = services.llm(system_instruction=instruction)
+    tools.attach(llm)
     pipeline = build(
         transport,
         services.stt(),
         user,
-        services.llm(system_instruction=instruction),
+        llm,
         services.tts(voices=persona.voices),
         assistant,
     )

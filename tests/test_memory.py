@@ -106,7 +106,7 @@ async def test_the_caller_controls_memory_by_voice(cloud_services, voice_cache, 
     )
     chats = [r for r in llm.requests if r.get("stream")]
     offered = {tool["function"]["name"] for tool in chats[0]["tools"]}
-    assert offered == {"set_preference", "remember", "forget", "recall_memories"}
+    assert {"set_preference", "remember", "forget", "recall_memories"} <= offered
     results = [
         json.loads(m["content"]) for r in chats for m in r["messages"] if m["role"] == "tool"
     ]
