@@ -199,6 +199,20 @@ def _bench_memory(args: argparse.Namespace) -> None:
     )
 
 
+def _bench_tools(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from mindbot.tool_bench import format_tool_summary, run_tool_bench, write_tool_json
+
+    configure_logging("WARNING")
+    result = asyncio.run(run_tool_bench(args.rounds))
+    print(format_tool_summary(result.summary()))
+    if args.json:
+        write_tool_json(result, Path(args.json))
+        print(f"wrote {args.json}")
+
+
 def _pipelines(_args: argparse.Namespace) -> None:
     for name, module in sorted(available_pipelines().items()):
         print(f"{name}\t{module}")
@@ -252,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--memories", type=int, default=10_000)
     memory.add_argument("--recalls", type=int, default=200)
     memory.set_defaults(handler=_bench_memory)
+
+    tools = benches.add_parser("tools", help="tool calls with injected faults, through Pipecat")
+    tools.add_argument("--rounds", type=int, default=10, help="rounds of 11 scripted calls")
+    tools.add_argument("--json", help="write the raw results to this file")
+    tools.set_defaults(handler=_bench_tools)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)
