@@ -1,12 +1,13 @@
 # MindBot's single entry point. Both targets install what they need first and are idempotent.
 #   make run    serve the assistant at http://localhost:7860 (WebRTC, offline models)
 #   make test   lint, then run the whole test suite
-# uv comes from PyPI when it is missing (python3 -m pip install --user uv).
+# uv comes from PyPI when it is missing (python3 -m pip install --user uv). `make test` also
+# installs the Debian packages whose servers the tool tests start (scripts/test-packages.sh).
 
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test setup lint bench
+.PHONY: run test setup lint bench test-packages
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
@@ -19,7 +20,10 @@ lint: setup
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 
-test: lint
+test-packages:
+	@bash scripts/test-packages.sh
+
+test: lint test-packages
 	$(UV) run --no-sync pytest $(ARGS)
 
 bench: setup

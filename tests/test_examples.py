@@ -42,3 +42,11 @@ def test_the_new_processor_speaks_its_notice(tmp_path):
     out = run_example("03-new-processor.py", cwd=tmp_path)
     heard = out.splitlines()[-1].lower()
     assert "emergency" in heard and "nine one one" in heard or "911" in heard
+
+
+def test_the_custom_tool_asks_before_it_cancels(tmp_path):
+    out = run_example("04-custom-tool.py", cwd=tmp_path)
+    assert '"status": "shipped on Monday"' in out
+    assert '"needs_confirmation": true, "action": "cancel order A200"' in out
+    assert "The caller has not answered yet" in out
+    assert out.strip().endswith("Order A200 is now cancelled.")

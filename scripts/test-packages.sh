@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The Debian packages whose servers the tool tests start for real: Dovecot (IMAP), Mosquitto
+# (MQTT) and PostgreSQL. Installs the missing ones when it can (root, or sudo without a password);
+# otherwise it says which are missing, and the tests that need them are skipped with that reason.
+set -euo pipefail
+
+missing=()
+[ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+else
+    echo "note: not root, so not installing ${missing[*]}; the tests that need them will be skipped." >&2
+    exit 0
+fi
+echo "installing ${missing[*]} (Debian packages, for the tool tests)" >&2
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
