@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
@@ -180,7 +180,7 @@ async def test_a_slow_tool_gets_a_spoken_filler_and_a_timeout_answer(
         cloud_services,
         voice_cache,
         tmp_path / "data",
-        ["How many umbrellas do we have?", "Never mind, thanks."],
+        ["How many umbrellas do we have?", "Never mind thanks."],
         persona="shop",
         persona_dirs=[persona_dir],
         tools={"modules": [str(module)], "timeout_secs": 2.0, "filler_after_secs": 0.5},
@@ -303,7 +303,7 @@ async def test_read_tools_answer_from_real_servers(cloud_services, voice_cache, 
             tmp_path / "data",
             [
                 "What's on my calendar today?",
-                "How many orders shipped, and is the porch light on?",
+                "How many orders shipped and is the porch light on?",
                 "Any new email?",
             ],
             tools={
@@ -388,7 +388,7 @@ async def test_web_tools_and_their_faults_over_a_call(cloud_services, voice_cach
                     await meteo.stop()  # the weather service goes down mid-call
                     report = await simulated_call(
                         ws_url(base_url),
-                        ["What about Paris?", "Thanks, bye."],
+                        ["What about Paris?", "Thanks bye."],
                         from_number=CALLER,
                         cache_dir=voice_cache,
                         transcribe_replies=False,
@@ -410,3 +410,101 @@ async def test_web_tools_and_their_faults_over_a_call(cloud_services, voice_cach
     }
     assert len(report.turns) == 2 and report.turns[1].speech is not None  # the call went on
     assert "Goodbye!" in spoken(cloud_services.cartesia)
+
+
+async def test_the_remaining_tools_over_a_call(cloud_services, voice_cache, tmp_path):
+    """Free slots, a new event, the database's tables, a row written, Home Assistant, Slack."""
+    zone = noon_zone()
+    tomorrow = (datetime.now(ZoneInfo(zone)) + timedelta(days=1)).date()
+    shop = tmp_path / "shop.db"
+    with sqlite3.connect(shop) as db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    kitchen = {"domain": "light", "service": "turn_on", "entity_id": "light.kitchen"}
+    llm = cloud_services.llm
+    llm.script(
+        ToolCalls(
+            [
+                ToolCall("find_free_slots", {"day": "tomorrow", "duration_minutes": 60}),
+                ToolCall("create_event", {"title": "Team lunch", "start": f"{tomorrow}T12:30"}),
+            ]
+        ),
+        Text("You're free all day. Shall I add team lunch at half past twelve?"),
+        ToolCalls([ToolCall("confirm_action", {})]),
+        Text("Added."),
+        ToolCalls(
+            [
+                ToolCall("describe_database", {"database": "shop"}),
+                ToolCall("get_home_assistant_state", {"entity_id": "light.kitchen"}),
+                ToolCall("call_home_assistant_service", kitchen),
+            ]
+        ),
+        Text("The kitchen light is off. Turn it on?"),
+        ToolCalls([ToolCall("confirm_action", {})]),
+        Text("It's on."),
+        ToolCalls(
+            [
+                ToolCall(
+                    "write_database",
+                    {"database": "shop", "sql": "INSERT INTO notes (text) VALUES ('restock')"},
+                )
+            ]
+        ),
+        Text("Shall I save that note?"),
+        ToolCalls([ToolCall("confirm_action", {})]),
+        Text("Saved."),
+        ToolCalls([ToolCall("post_slack_message", {"text": "Restock the tents"})]),
+        Text("Post it to the team channel?"),
+        ToolCalls([ToolCall("confirm_action", {})]),
+        Text("Posted."),
+    )
+    with radicale_server() as calendar, HttpApiServer() as api:
+        await call(
+            cloud_services,
+            voice_cache,
+            tmp_path / "data",
+            [
+                "Book team lunch tomorrow at half past twelve.",
+                "Yes please.",
+                "What tables are there and is the kitchen light on?",
+                "Yes please.",
+                "Make a note to restock.",
+                "Yes please.",
+                "Tell the team to restock the tents.",
+                "Yes please.",
+            ],
+            memory=False,
+            context_max_messages=200,  # a summary request would take the next scripted reply
+            tools={
+                "timezone": zone,
+                "calendar": {
+                    "url": calendar.url,
+                    "username": calendar.username,
+                    "password": calendar.password,
+                },
+                "sql": {"databases": {"shop": {"url": f"sqlite:///{shop}", "allow_writes": True}}},
+                "connectors": {
+                    "values": {"home_assistant_url": api.url, "slack_api_url": api.url + "/api"}
+                    | {"slack_channel": "C024BE91L"},
+                    "secrets": {
+                        "home_assistant_token": api.ha_token,
+                        "slack_bot_token": api.slack_token,
+                    },
+                },
+            },
+        )
+        (event,) = calendar.events()
+        requests = api.requests()
+    results = tool_results(llm)
+    assert results[0]["ok"] is True and results[1]["needs_confirmation"] is True
+    assert results[2]["ok"] is True  # created after the yes
+    assert str(event["SUMMARY"]) == "Team lunch"
+    assert event["DTSTART"].dt.astimezone(ZoneInfo(zone)).strftime("%H:%M") == "12:30"
+    assert "notes" in json.dumps(results[3])
+    assert results[4]["ok"] is True and results[5]["needs_confirmation"] is True
+    assert results[6]["ok"] is True
+    with sqlite3.connect(shop) as db:
+        assert db.execute("SELECT text FROM notes").fetchall() == [("restock",)]
+    posted = [r for r in requests if r.method == "POST"]
+    assert [r.path for r in posted] == ["/api/services/light/turn_on", "/api/chat.postMessage"]
+    assert posted[1].json["text"] == "Restock the tents"
+    assert "Posted." in spoken(cloud_services.cartesia)
