@@ -372,7 +372,7 @@ async def test_web_tools_and_their_faults_over_a_call(cloud_services, voice_cach
             }
             said = [
                 "What's the weather in London?",
-                "Tell me the tech news, the IBM share price and what hello means.",
+                "Tell me the tech news and the IBM share price and what hello means.",
             ]
             # No memory: learning after the first call would take the next scripted reply.
             bot = cloud_services.bot(data_dir=tmp_path, tools=settings, memory=False)
