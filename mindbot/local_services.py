@@ -74,10 +74,11 @@ class SharedPiperTTSService(PiperTTSService):
     Args:
         voice: A loaded ``piper.PiperVoice``.
         voice_name: The voice's name, for settings and logs.
+        speed: Speaking rate as a multiple of the voice's own (``None``: its own).
         **kwargs: Passed to ``TTSService``.
     """
 
-    def __init__(self, *, voice: Any, voice_name: str, **kwargs):
+    def __init__(self, *, voice: Any, voice_name: str, speed: float | None = None, **kwargs):
         # PiperTTSService.__init__ only resolves and loads the voice file; skip it.
         TTSService.__init__(
             self,
@@ -86,7 +87,25 @@ class SharedPiperTTSService(PiperTTSService):
             settings=PiperTTSService.Settings(model=None, voice=voice_name, language=None),
             **kwargs,
         )
+        self._voice = voice if not speed else _VoiceAtSpeed(voice, speed)
+
+
+class _VoiceAtSpeed:
+    """A shared ``PiperVoice`` that speaks at another rate (Piper's ``length_scale``).
+
+    Pipecat's Piper service calls ``voice.synthesize(text)`` and reads ``voice.config``; this
+    passes both through, adding the session's synthesis settings.
+    """
+
+    def __init__(self, voice: Any, speed: float):
+        from piper import SynthesisConfig
+
         self._voice = voice
+        self.config = voice.config
+        self._syn_config = SynthesisConfig(length_scale=(voice.config.length_scale or 1.0) / speed)
+
+    def synthesize(self, text: str, syn_config: Any = None) -> Any:
+        return self._voice.synthesize(text, syn_config=syn_config or self._syn_config)
 
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):

@@ -21,6 +21,15 @@ from typing import Any
 from loguru import logger
 from pipecat.services.llm_service import FunctionCallParams
 
+from mindbot.preferences import (
+    LANGUAGE_PREFERENCE,
+    LANGUAGES,
+    RATE_PREFERENCE,
+    VOICE_PREFERENCE,
+    parse_language,
+    parse_rate,
+    parse_voice,
+)
 from mindbot.storage import MemoryRecord, Storage
 
 MEMORY_PREFERENCE = "memory"
@@ -95,8 +104,8 @@ class MemoryService:
         return self._storage.add_memory(record)
 
     def set_preference(self, user_id: int, preference: str, value: str) -> dict[str, Any]:
-        """Set ``name``, ``memory`` or ``timezone`` from what the caller said; an error result
-        if invalid."""
+        """Set a preference (``name``, ``memory``, ``timezone``, ``speaking_rate``, ``language``,
+        ``voice``) from what the caller said; an error result if the value is invalid."""
         value = " ".join(str(value).split())
         if preference == NAME_PREFERENCE:
             if not 0 < len(value) <= 40:
@@ -116,7 +125,28 @@ class MemoryService:
                 return {"error": "a time zone must be an IANA name such as Europe/London"}
             self._storage.set_preference(user_id, TIMEZONE_PREFERENCE, zone)
             return {"timezone": zone}
-        return {"error": f"unknown preference {preference[:40]!r}; known: name, memory, timezone"}
+        if preference == RATE_PREFERENCE:
+            rate = parse_rate(value)
+            if rate is None:
+                return {"error": "a speaking rate must be slow, normal, fast or 0.6 to 1.5"}
+            self._storage.set_preference(user_id, RATE_PREFERENCE, rate)
+            return {RATE_PREFERENCE: rate, "applies": "from the next call"}
+        if preference == LANGUAGE_PREFERENCE:
+            code = parse_language(value)
+            if code is None:
+                return {"error": f"supported languages: {', '.join(LANGUAGES.values())}"}
+            self._storage.set_preference(user_id, LANGUAGE_PREFERENCE, code)
+            return {LANGUAGE_PREFERENCE: LANGUAGES[code], "applies": "from the next call"}
+        if preference == VOICE_PREFERENCE:
+            voice = parse_voice(value)
+            if voice is None:
+                return {"error": "a voice must be a voice id or name without spaces"}
+            self._storage.set_preference(user_id, VOICE_PREFERENCE, voice)
+            return {VOICE_PREFERENCE: voice, "applies": "from the next call"}
+        return {
+            "error": f"unknown preference {preference[:40]!r}; known: name, memory, timezone, "
+            "speaking_rate, language, voice"
+        }
 
     def forget(self, user_id: int, about: str) -> int:
         """Delete the memories about ``about`` ("everything" deletes all); returns how many."""
@@ -256,8 +286,10 @@ def memory_tools(memory: MemoryService, user_id: int, session_id: str, *, enable
 
         Args:
             preference: "name" (what to call the caller), "memory" ("on" or "off": whether
-                you remember them from one call to the next) or "timezone" (an IANA name such
-                as "Europe/London", for times and dates).
+                you remember them from one call to the next), "timezone" (an IANA name such
+                as "Europe/London", for times and dates), "speaking_rate" ("slow", "normal" or
+                "fast"), "language" (e.g. "Spanish") or "voice" (a voice id); the last three
+                apply from the caller's next call.
             value: The new value.
         """
         result = await asyncio.to_thread(memory.set_preference, user_id, preference, value)

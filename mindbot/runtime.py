@@ -33,6 +33,7 @@ from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
 from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
+from mindbot.preferences import SpeechStyle, speech_style
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
 from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
@@ -400,6 +401,13 @@ class MindBot:
             context,
             on_call=lambda report: self._notify("on_tool_call", call, report),
             extra=extra,
+        )
+
+    def speech_for(self, persona: Persona, memory: MemoryContext) -> SpeechStyle:
+        """The session's voice, speaking rate and language: the persona's, with the caller's
+        preferences applied."""
+        return speech_style(
+            persona.voices, persona.language, memory.preferences, self.providers.tts
         )
 
     async def recall(self, call: Call) -> MemoryContext:

@@ -160,8 +160,13 @@ class ServiceFactory:
         """Whether the LLM is the llama.cpp server MindBot runs itself."""
         return self.providers.llm == "local" and not self.settings.llm_base_url
 
-    def stt(self) -> STTService:
-        """A speech-to-text service for one session."""
+    def stt(self, *, language: str = "en") -> STTService:
+        """A speech-to-text service for one session.
+
+        Args:
+            language: ISO 639-1 code of what the caller speaks. The packaged Whisper model
+                (tiny.en) understands English only, so offline it stays English.
+        """
         s = self.settings
         if self.providers.stt == "deepgram":
             from pipecat.services.deepgram.stt import DeepgramSTTService
@@ -171,11 +176,13 @@ class ServiceFactory:
                 api_key=s.deepgram_api_key.get_secret_value(),
                 base_url=s.deepgram_base_url,
                 settings=DeepgramSTTService.Settings(
-                    model=s.deepgram_model, language=Language.EN, interim_results=True
+                    model=s.deepgram_model, language=Language(language), interim_results=True
                 ),
             )
         from mindbot.local_services import SharedWhisperSTTService
 
+        if language != "en":
+            logger.info(f"Whisper tiny.en is English-only; {language!r} is heard as English")
         return SharedWhisperSTTService(model=self.models.whisper())
 
     def llm(self, *, system_instruction: str) -> LLMService:
@@ -203,17 +210,26 @@ class ServiceFactory:
             service.supports_developer_role = False
         return service
 
-    def tts(self, *, voices: Mapping[str, str] | None = None) -> TTSService:
+    def tts(
+        self,
+        *,
+        voices: Mapping[str, str] | None = None,
+        speed: float | None = None,
+        language: str = "en",
+    ) -> TTSService:
         """A text-to-speech service for one session.
 
         Args:
             voices: A persona's voice per provider. Cartesia uses its voice id; Piper speaks
                 with the one voice loaded for the process (``MINDBOT_PIPER_VOICE``).
+            speed: Speaking rate as a multiple of normal (Cartesia's ``generation_config``
+                speed; Piper's length scale); ``None``: the voice's own.
+            language: ISO 639-1 code (Cartesia; the Piper voice speaks its own language).
         """
         s = self.settings
         voices = voices or {}
         if self.providers.tts == "cartesia":
-            from pipecat.services.cartesia.tts import CartesiaTTSService
+            from pipecat.services.cartesia.tts import CartesiaTTSService, GenerationConfig
 
             assert s.cartesia_api_key is not None
             return CartesiaTTSService(
@@ -222,12 +238,15 @@ class ServiceFactory:
                 settings=CartesiaTTSService.Settings(
                     voice=voices.get("cartesia", s.cartesia_voice),
                     model=s.cartesia_model,
-                    language=Language.EN,
+                    language=Language(language),
+                    generation_config=GenerationConfig(speed=speed) if speed else None,
                 ),
             )
         from mindbot.local_services import SharedPiperTTSService
 
-        return SharedPiperTTSService(voice=self.models.piper(), voice_name=s.piper_voice)
+        return SharedPiperTTSService(
+            voice=self.models.piper(), voice_name=s.piper_voice, speed=speed
+        )
 
     def user_params(self) -> LLMUserAggregatorParams:
         """The user aggregator's parameters: Silero VAD, smart-turn end of turn, barge-in."""

@@ -55,9 +55,11 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     services = bot.services
     persona = bot.persona_for(call)
     memory = await bot.recall(call)
+    speech = bot.speech_for(persona, memory)
     tools = bot.tools_for(call, memory)
+    language = f"Speak {speech.language_name}." if speech.language != persona.language else ""
     instruction = "\n\n".join(
-        filter(None, [persona.system_instruction(), tools.instruction(), memory.render()])
+        filter(None, [persona.system_instruction(), language, tools.instruction(), memory.render()])
     )
     context = LLMContext(tools=tools.schemas()) if tools else LLMContext()
     user, assistant = bot.context_aggregators(context, call)
@@ -65,10 +67,10 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     tools.attach(llm)
     pipeline = build(
         transport,
-        services.stt(),
+        services.stt(language=speech.language),
         user,
         llm,
-        services.tts(voices=persona.voices),
+        services.tts(voices=speech.voices, speed=speech.speed, language=speech.language),
         assistant,
     )
     worker = bot.worker(pipeline, call)
