@@ -72,7 +72,8 @@ class BenchResult:
     def summary(self) -> dict[str, Any]:
         """Percentiles per system and the MindBot/bare ratios."""
         out: dict[str, Any] = {"profile": self.profile, "systems": {}}
-        for system in ("mindbot", "bare"):
+        names = list(dict.fromkeys(["mindbot", "bare", *(r.system for r in self.replies)]))
+        for system in names:
             caller = [r.caller_latency for r in self.replies if r.system == system]
             pipeline = [
                 r.pipeline_latency
@@ -95,12 +96,20 @@ class BenchResult:
                 "greeting_max": max(self.greetings.get(system, []), default=None),
                 "stages_median": {k: statistics.median(v) for k, v in stages.items()},
             }
-        mindbot, bare = out["systems"]["mindbot"], out["systems"]["bare"]
-        out["ratios"] = {
-            key: (mindbot[key] / bare[key]) if mindbot[key] and bare[key] else None
-            for key in ("caller_p50", "caller_p95", "pipeline_p50", "pipeline_p95", "greeting_p50")
-        }
+        keys = ("caller_p50", "caller_p95", "pipeline_p50", "pipeline_p95", "greeting_p50")
+        mindbot = out["systems"]["mindbot"]
+        out["ratios"] = _ratios(mindbot, out["systems"]["bare"], keys)
+        if STORAGE_OFF in out["systems"]:
+            out["storage_ratios"] = _ratios(mindbot, out["systems"][STORAGE_OFF], keys)
         return out
+
+
+STORAGE_OFF = "mindbot-storage-off"
+"""The name of the optional system that is MindBot with storage turned off."""
+
+
+def _ratios(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: (a[key] / b[key]) if a[key] and b[key] else None for key in keys}
 
 
 class _LatencyLog:
@@ -251,11 +260,16 @@ async def run_latency_bench(
     baseline: bool = True,
     warmup_calls: int = 1,
     cache_dir: Path | None = None,
+    storage_off: MindBot | None = None,
 ) -> BenchResult:
     """Place ``calls`` simulated calls to each system, alternating, and measure every reply.
 
     ``warmup_calls`` unmeasured calls per system come first, so that neither system pays
     for first use (the LLM server's prompt cache, lazy imports) inside the figures.
+
+    Args:
+        storage_off: A second, started MindBot like ``bot`` but with storage off; its calls
+            run as a third system, so storage on and off are compared in the same run.
     """
     from mindbot.server import create_app
 
@@ -266,6 +280,9 @@ async def run_latency_bench(
     systems = {"mindbot": create_app(bot, run)}
     if baseline:
         systems["bare"] = bare_pipecat_app(bot, log, system_instruction)
+    if storage_off is not None:
+        storage_off.listeners.append(log)
+        systems[STORAGE_OFF] = create_app(storage_off, run)
     servers = {name: _ThreadedServer(app, free_port(), ws_max) for name, app in systems.items()}
     for server in servers.values():
         server.__enter__()
@@ -322,6 +339,8 @@ async def run_latency_bench(
         for server in servers.values():
             server.__exit__()
         bot.listeners.remove(log)
+        if storage_off is not None:
+            storage_off.listeners.remove(log)
     return result
 
 
@@ -351,6 +370,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{label:40s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}"
             f"{(f'{ratio:.2f}' if ratio else '-'):>8s}"
         )
+    if off := summary["systems"].get(STORAGE_OFF):
+        lines.append(f"MindBot with storage off ({off['replies']} replies), same run:")
+        for label, key in rows[:4]:
+            ratio = summary["storage_ratios"].get(key)
+            lines.append(
+                f"  {label:38s}{cell(off[key]):>12s}  on/off {(f'{ratio:.2f}' if ratio else '-')}"
+            )
     lines.append("median stages (pipeline side):")
     labels = list(dict.fromkeys([*m["stages_median"], *b.get("stages_median", {})]))
     for label in labels:

@@ -107,9 +107,20 @@ def _bench_latency(args: argparse.Namespace) -> None:
     )
     configure_logging("WARNING")
     module = _pipeline_module(args.pipeline)
+    if args.storage_off_too:
+        # Memory learns between calls on the shared LLM; off, so only the writes differ.
+        settings = settings.model_copy(update={"memory": False, "storage": True})
     bot = MindBot(settings)
     bot.start()
+    twin = None
     try:
+        if args.storage_off_too:
+            twin = MindBot(
+                settings.model_copy(
+                    update={"storage": False, "llm_base_url": bot.services.llm_endpoint.base_url}
+                )
+            )
+            twin.start()
         result = asyncio.run(
             run_latency_bench(
                 bot,
@@ -119,9 +130,12 @@ def _bench_latency(args: argparse.Namespace) -> None:
                 turns_per_call=args.turns,
                 baseline=not args.no_baseline,
                 warmup_calls=args.warmup,
+                storage_off=twin,
             )
         )
     finally:
+        if twin is not None:
+            twin.stop()
         bot.stop()
     print(format_summary(result.summary()))
     if args.json:
@@ -248,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--warmup", type=int, default=1, help="unmeasured calls per system")
     latency.add_argument("--no-baseline", action="store_true", help="skip bare Pipecat")
+    latency.add_argument(
+        "--storage-off-too",
+        action="store_true",
+        help="also MindBot with storage off, in the same run (memory off for both)",
+    )
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)
 
