@@ -26,6 +26,7 @@ class SessionRecorder:
         self._next_turn: dict[str, int] = {}
         self._latency: dict[str, LatencyReport] = {}
         self._tool_calls: dict[str, list[dict]] = {}
+        self._sources: dict[str, list[dict]] = {}
 
     def on_session_started(self, call: Call) -> None:
         """Record the session, bound to its user (``Call.stored_user_id``)."""
@@ -39,6 +40,7 @@ class SessionRecorder:
         reply = turn.role == "assistant"
         latency = self._latency.pop(call.session_id, None) if reply else None
         tool_calls = self._tool_calls.pop(call.session_id, None) if reply else None
+        sources = self._sources.pop(call.session_id, None) if reply else None
         now = utc_now()
         record = TurnRecord(
             session_id=call.session_id,
@@ -51,6 +53,7 @@ class SessionRecorder:
             latency_secs=latency.seconds if latency else None,
             stages=latency.stages if latency else None,
             tool_calls=tool_calls,
+            sources=sources or None,
         )
         self._writer.submit("add_turn", record)
 
@@ -62,6 +65,10 @@ class SessionRecorder:
         """Keep the latency until the reply it measures completes."""
         self._latency[call.session_id] = latency
 
+    def on_sources(self, call: Call, sources: list[dict]) -> None:
+        """Keep the knowledge-base sources until the reply that used them completes."""
+        self._sources[call.session_id] = sources
+
     def on_session_ended(self, call: Call, reason: str) -> None:
         """Record how the session ended (and tool calls whose reply never came, on a cut-off
         assistant turn, so the audit trail keeps them)."""
@@ -70,6 +77,7 @@ class SessionRecorder:
         self._next_turn.pop(call.session_id, None)
         self._latency.pop(call.session_id, None)
         self._tool_calls.pop(call.session_id, None)
+        self._sources.pop(call.session_id, None)
         self._writer.submit("end_session", call.session_id, reason, utc_now())
 
     def _start(self, call: Call, started_at: str) -> None:

@@ -136,5 +136,8 @@ class SessionListener(Protocol):
     def on_tool_call(self, call: Call, report: ToolCallReport) -> None:
         """The LLM called a tool (reported when the call has its result)."""
 
+    def on_sources(self, call: Call, sources: list[dict[str, Any]]) -> None:
+        """Knowledge-base passages were given to the LLM for the next reply (maybe none)."""
+
     def on_session_ended(self, call: Call, reason: str) -> None:
         """A session ended (``reason``: ``completed``, ``cancelled`` or ``error``)."""
