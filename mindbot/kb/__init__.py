@@ -1,0 +1,1 @@
+"""MindBot's knowledge base: documents ingested with LlamaIndex, embedded and retrieved offline."""
