@@ -227,6 +227,59 @@ def _bench_tools(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _kb(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from mindbot.kb import commands
+    from mindbot.kb.embeddings import MiniLMEmbedding
+    from mindbot.kb.knowledge import KnowledgeBase
+
+    settings = Settings.load()
+    configure_logging("WARNING")
+    embedder = MiniLMEmbedding(cache_dir=settings.data_dir / "models")
+    with tempfile.TemporaryDirectory() as scratch:
+        # eval indexes its corpus into a scratch collection, never into the real one
+        folder = (
+            Path(scratch) if args.kb == "eval" else settings.kb.folder or settings.data_dir / "kb"
+        )
+        with KnowledgeBase(
+            folder, collection=args.collection, settings=settings.kb, embed_model=embedder
+        ) as kb:
+            status = {
+                "add": lambda: commands.kb_add(kb, args.sources),
+                "list": lambda: commands.kb_list(kb),
+                "remove": lambda: commands.kb_remove(kb, args.doc),
+                "reindex": lambda: commands.kb_reindex(kb),
+                "search": lambda: commands.kb_search(kb, " ".join(args.query)),
+                "eval": lambda: commands.kb_eval(kb, Path(args.eval_file), Path(args.corpus)),
+            }[args.kb]()
+    if status:
+        raise SystemExit(status)
+
+
+def _bench_kb(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from mindbot.bench import _commit, machine_description
+    from mindbot.kb.bench import format_kb_summary, run_kb_bench
+
+    configure_logging("WARNING")
+    result = run_kb_bench(Path(args.eval), Path(args.corpus), chunks=args.chunks)
+    print(format_kb_summary(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "result": result.as_dict(),
+            "machine": machine_description(),
+            "commit": _commit(),
+        }
+        path.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+
+
 def _pipelines(_args: argparse.Namespace) -> None:
     for name, module in sorted(available_pipelines().items()):
         print(f"{name}\t{module}")
@@ -286,10 +339,33 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--recalls", type=int, default=200)
     memory.set_defaults(handler=_bench_memory)
 
+    kbench = benches.add_parser("kb", help="knowledge base: ingestion, hit rate, search at scale")
+    kbench.add_argument("--chunks", type=int, default=50_000, help="collection size for search")
+    kbench.add_argument("--eval", default="tests/fixtures/kb/eval.yaml")
+    kbench.add_argument("--corpus", default="tests/fixtures/kb/corpus")
+    kbench.add_argument("--json", help="write the results to this file")
+    kbench.set_defaults(handler=_bench_kb)
+
     tools = benches.add_parser("tools", help="tool calls with injected faults, through Pipecat")
     tools.add_argument("--rounds", type=int, default=10, help="rounds of 11 scripted calls")
     tools.add_argument("--json", help="write the raw results to this file")
     tools.set_defaults(handler=_bench_tools)
+
+    kb = commands.add_parser("kb", help="the knowledge base: add, list, remove, reindex, eval")
+    kb.add_argument("--collection", default="default", help="one knowledge base per persona")
+    kbs = kb.add_subparsers(dest="kb", required=True)
+    add = kbs.add_parser("add", help="ingest files, folders and URLs")
+    add.add_argument("sources", nargs="+", metavar="PATH|URL")
+    kbs.add_parser("list", help="the documents, one a line")
+    remove = kbs.add_parser("remove", help="remove a document (doc id, title or file name)")
+    remove.add_argument("doc")
+    kbs.add_parser("reindex", help="re-read every document; vanished files drop out")
+    search = kbs.add_parser("search", help="the passages a question retrieves")
+    search.add_argument("query", nargs="+")
+    evaluate = kbs.add_parser("eval", help="hit@1, hit@3 and MRR on an evaluation set")
+    evaluate.add_argument("eval_file", help="e.g. tests/fixtures/kb/eval.yaml")
+    evaluate.add_argument("corpus", help="its documents, e.g. tests/fixtures/kb/corpus")
+    kb.set_defaults(handler=_kb)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)

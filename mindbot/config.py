@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from mindbot.errors import ConfigError
+from mindbot.kb.settings import KnowledgeSettings
 from mindbot.tools.settings import ToolSettings
 
 ENV_PREFIX = "MINDBOT_"
@@ -194,6 +195,9 @@ class Settings(BaseSettings):
 
     # --- Tools (see mindbot/tools/settings.py) --------------------------------------------
     tools: ToolSettings = Field(default_factory=ToolSettings)
+
+    # --- Knowledge base (see mindbot/kb/settings.py) -------------------------------------
+    kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
     @field_validator("deepgram_base_url", "cartesia_url", "daily_api_url")
     @classmethod

@@ -65,6 +65,11 @@ class Persona(BaseModel):
         default=None, min_length=1, description="Appended to the instructions."
     )
     tools: tuple[str, ...] = Field(default=(), description="Names of the tools it may use.")
+    knowledge_base: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The knowledge-base collection it answers from (one per persona or tenant).",
+    )
     language: str = "en"
 
     @field_validator("name")

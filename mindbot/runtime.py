@@ -10,8 +10,10 @@ reports goes to the registered ``SessionListener`` objects.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 from loguru import logger
@@ -31,6 +33,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
+from mindbot.kb.knowledge import KnowledgeBase
 from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.preferences import SpeechStyle, speech_style
@@ -102,6 +105,9 @@ class MindBot:
         self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
         self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+        self._embedder = None
+        self._knowledge: dict[str, KnowledgeBase] = {}
+        self._knowledge_lock = threading.Lock()
 
     def _check_persona_tools(self) -> None:
         for name in self.personas.names():
@@ -154,6 +160,10 @@ class MindBot:
             self.storage.close()
             self.storage = None
             self.memory = None
+        with self._knowledge_lock:
+            for kb in self._knowledge.values():
+                kb.close()
+            self._knowledge.clear()
         self._factory = None
 
     def _open_storage(self) -> None:
@@ -371,8 +381,11 @@ class MindBot:
                 task.add_done_callback(self.learning.discard)
         return reason
 
-    def tools_for(self, call: Call, memory: MemoryContext) -> ToolSession:
-        """The session's LLM tools: its persona's tools, and a known caller's memory by voice.
+    def tools_for(
+        self, call: Call, memory: MemoryContext, knowledge: KnowledgeBase | None = None
+    ) -> ToolSession:
+        """The session's LLM tools: its persona's tools, a known caller's memory by voice, and
+        ``search_knowledge_base`` when the persona has a knowledge base.
 
         Tools the settings do not configure are left out. The local llama.cpp server cannot
         stream tool calls, so with it there are none. Put ``schemas()`` in the session's
@@ -396,8 +409,13 @@ class MindBot:
             extra = memory_tools(
                 self.memory, call.stored_user_id, call.session_id, enabled=memory.enabled
             )
+        tools = self.tools.select(self.persona_for(call).tools)
+        if knowledge is not None:
+            from mindbot.kb.tool import knowledge_tool
+
+            tools.append(knowledge_tool(knowledge))
         return ToolSession(
-            self.tools.select(self.persona_for(call).tools),
+            tools,
             context,
             on_call=lambda report: self._notify("on_tool_call", call, report),
             extra=extra,
@@ -409,6 +427,54 @@ class MindBot:
         return speech_style(
             persona.voices, persona.language, memory.preferences, self.providers.tts
         )
+
+    # --- Knowledge base ---------------------------------------------------------------------
+
+    @property
+    def knowledge_folder(self) -> Path:
+        """Where the knowledge-base collections live (``kb.folder``, default DATA_DIR/kb)."""
+        return self.settings.kb.folder or self.settings.data_dir / "kb"
+
+    def knowledge_base(self, collection: str = "default", *, create: bool = False):
+        """A knowledge-base collection, opened once per process (blocking: use a thread).
+
+        Returns None when the collection does not exist and ``create`` is false, so a session
+        whose persona has no documents never loads the embedding model.
+        """
+        with self._knowledge_lock:
+            kb = self._knowledge.get(collection)
+            if kb is None:
+                folder = self.knowledge_folder
+                if not create and not (folder / f"{collection}.documents.db").exists():
+                    return None
+                if self._embedder is None:
+                    from mindbot.kb.embeddings import MiniLMEmbedding
+
+                    self._embedder = MiniLMEmbedding(cache_dir=self.settings.data_dir / "models")
+                folder.mkdir(parents=True, exist_ok=True)
+                kb = KnowledgeBase(
+                    folder,
+                    collection=collection,
+                    settings=self.settings.kb,
+                    embed_model=self._embedder,
+                )
+                self._knowledge[collection] = kb
+            return kb
+
+    async def watch_knowledge(self) -> None:
+        """Keep the default collection in step with ``kb.watch_dirs`` until cancelled."""
+        folders = self.settings.kb.watch_dirs
+        if not folders:
+            return
+        kb = await asyncio.to_thread(self.knowledge_base, "default", create=True)
+        for folder in folders:
+            report = await asyncio.to_thread(kb.sync, folder)
+            logger.info(f"knowledge base: {report.summary()}")
+        await kb.watch(folders)
+
+    def report_sources(self, call: Call, sources: list[dict]) -> None:
+        """Tell the listeners which knowledge-base passages the next reply is given."""
+        self._notify("on_sources", call, sources)
 
     async def recall(self, call: Call) -> MemoryContext:
         """What MindBot remembers about the caller (empty for anonymous callers)."""

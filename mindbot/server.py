@@ -61,12 +61,15 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        watcher = asyncio.create_task(bot.watch_knowledge(), name="knowledge watcher")
+        watcher.add_done_callback(_log_failure)
         if join_daily:
             room_url, token = await create_daily_room(bot)
             logger.info(f"MindBot is joining the Daily room {room_url}")
             print(f"Join the conversation: {room_url}", flush=True)
             start_session(daily_transport(room_url, token), Call(transport="daily"))
         yield
+        watcher.cancel()
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -247,3 +250,8 @@ def _webrtc_request(cls, data: dict[str, Any]):
 def _user_id(body: dict[str, Any]) -> str | None:
     value = body.get("user_id") or body.get("userId")
     return value if isinstance(value, str) and value else None
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error(f"{task.get_name()} stopped: {type(error).__name__}: {error}")

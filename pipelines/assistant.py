@@ -9,6 +9,8 @@ Pipecat's runner runs a bot file (``python pipelines/assistant.py -t webrtc|dail
 
 from __future__ import annotations
 
+import asyncio
+
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -23,6 +25,7 @@ from pipecat.transports.base_transport import BaseTransport
 
 from mindbot.runtime import MindBot
 from mindbot.session import Call
+from processors.knowledge_retrieval import KnowledgeRetrieval
 
 STILL_THERE = "Are you still there?"
 GOODBYE = "It seems you've stepped away. Goodbye for now!"
@@ -35,13 +38,17 @@ def build(
     llm: LLMService,
     tts: TTSService,
     assistant: LLMAssistantAggregator,
+    *,
+    knowledge: KnowledgeRetrieval | None = None,
 ) -> Pipeline:
     """The assistant's pipeline: the stages in the order audio flows through them."""
     return Pipeline(
         [
             transport.input(),
             stt,
+            *([knowledge.listener()] if knowledge else []),  # starts searches on transcripts
             user,
+            *([knowledge.injector()] if knowledge else []),  # passages into the context
             llm,
             tts,
             transport.output(),
@@ -56,7 +63,13 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     persona = bot.persona_for(call)
     memory = await bot.recall(call)
     speech = bot.speech_for(persona, memory)
-    tools = bot.tools_for(call, memory)
+    kb = await asyncio.to_thread(bot.knowledge_base, persona.knowledge_base)
+    knowledge = None
+    if kb is not None:
+        knowledge = KnowledgeRetrieval(
+            kb.asearch, on_sources=lambda sources: bot.report_sources(call, sources)
+        )
+    tools = bot.tools_for(call, memory, kb)
     language = f"Speak {speech.language_name}." if speech.language != persona.language else ""
     instruction = "\n\n".join(
         filter(None, [persona.system_instruction(), language, tools.instruction(), memory.render()])
@@ -72,6 +85,7 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         llm,
         services.tts(voices=speech.voices, speed=speech.speed, language=speech.language),
         assistant,
+        knowledge=knowledge,
     )
     worker = bot.worker(pipeline, call)
     bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))
