@@ -45,6 +45,41 @@ other text, in exactly this shape:
             "turn": <number of the caller turn it came from>, "confidence": <0 to 1>}]}
 Only include facts the caller said about themselves that will still be true next time."""
 
+# One worked example: small local models follow an example far better than a description.
+_EXAMPLE_CALL = """\
+Assistant (turn 0): Hello!
+Caller (turn 1): Hi, I'm Tom and I play the guitar.
+Assistant (turn 2): Great to meet you, Tom."""
+_EXAMPLE_REPLY = json.dumps(
+    {
+        "summary": "Tom introduced himself and talked about playing the guitar.",
+        "name": "Tom",
+        "facts": [{"text": "Plays the guitar", "turn": 1, "confidence": 0.9}],
+    }
+)
+
+#: The reply's shape, for servers that can constrain generation to it (llama.cpp's grammar).
+EXTRACTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "facts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "turn": {"type": "integer"},
+                    "confidence": {"type": "number"},
+                },
+                "required": ["text", "turn", "confidence"],
+            },
+        },
+    },
+    "required": ["summary", "name", "facts"],
+}
+
 
 @dataclass
 class MemoryContext:
@@ -182,13 +217,15 @@ class MemoryService:
             used += len(memory.text)
         return MemoryContext(name=name, preferences=preferences, memories=chosen)
 
-    async def learn(self, session_id: str, user_id: int, llm) -> int:
+    async def learn(self, session_id: str, user_id: int, llm, *, constrained: bool = False) -> int:
         """Summarize a finished session and store what the caller shared about themselves.
 
         Args:
             session_id: The finished session.
             user_id: Its caller.
             llm: An ``openai.AsyncOpenAI``-like client and model, as ``(client, model)``.
+            constrained: Ask the server to constrain the reply to ``EXTRACTION_SCHEMA``
+                (llama.cpp's ``response_format`` with a schema; OpenAI does not take this form).
 
         Returns:
             How many memories were stored (0 when memory is off or nothing was said).
@@ -201,20 +238,27 @@ class MemoryService:
         said = [t for t in turns if t.role == "user" and t.text.strip()]
         if not said:
             return 0
+        # A small local model confuses the assistant's words with the caller's ("Hi, I'm
+        # MindBot" became the caller's name), so it reads only what the caller said.
+        shown = said if constrained else turns
         transcript = "\n".join(
             f"{'Caller' if t.role == 'user' else 'Assistant'} (turn {t.idx}): {t.text}"
-            for t in turns
+            for t in shown
         )
         client, model = llm
+        extra = {"response_format": {"type": "json_object", "schema": EXTRACTION_SCHEMA}}
         try:
             response = await client.chat.completions.create(
                 model=model,
                 messages=[
                     {"role": "system", "content": EXTRACTION_PROMPT},
+                    {"role": "user", "content": _EXAMPLE_CALL},
+                    {"role": "assistant", "content": _EXAMPLE_REPLY},
                     {"role": "user", "content": transcript},
                 ],
                 temperature=0,
                 max_tokens=300,
+                extra_body=extra if constrained else None,
             )
             found = _parse(response.choices[0].message.content or "")
         except Exception as e:
@@ -223,6 +267,7 @@ class MemoryService:
         if found is None:
             logger.warning("MemoryService: the LLM's memory reply was not the expected JSON")
             return 0
+        logger.debug(f"MemoryService: the LLM found {found!r}")
         return await asyncio.to_thread(self._store, session_id, user_id, found, said)
 
     def _store(self, session_id: str, user_id: int, found: dict, said: list) -> int:
@@ -262,7 +307,9 @@ class MemoryService:
         for record in records:
             self._storage.add_memory(record)
         name = found.get("name")
-        if isinstance(name, str) and 0 < len(name.strip()) <= 40:
+        words = " ".join(t.text for t in said).lower()
+        # Only a name the caller actually said: a model may echo the prompt or invent one.
+        if isinstance(name, str) and 0 < len(name.strip()) <= 40 and name.strip().lower() in words:
             self._storage.set_preference(user_id, NAME_PREFERENCE, name.strip())
         logger.info(f"MemoryService: stored {len(records)} memories from a session")
         return len(records)

@@ -499,7 +499,12 @@ class MindBot:
             endpoint = factory.llm_endpoint
             client = AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key)
             try:
-                await memory.learn(call.session_id, call.stored_user_id, (client, endpoint.model))
+                await memory.learn(
+                    call.session_id,
+                    call.stored_user_id,
+                    (client, endpoint.model),
+                    constrained=factory.local_llm,
+                )
             finally:
                 await client.close()
         except Exception as e:

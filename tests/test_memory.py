@@ -148,3 +148,25 @@ async def test_the_caller_turns_memory_off_and_sets_their_name_by_voice(
     priya = storage.find_user(PRIYA)
     assert storage.preferences(priya.id) == {"name": "Pri", MEMORY_PREFERENCE: False}
     storage.close()
+
+
+async def test_the_memory_loop_runs_on_the_offline_llm(offline_bot, voice_cache):
+    """SmolLM2 through llama.cpp learns the caller's name (its reply constrained to the JSON
+    shape by the server's grammar), and the next call greets them by it."""
+    caller = "+15550108888"
+
+    async def phone(said):
+        async with serve(offline_bot, run) as base_url:  # waits for learning to finish
+            return await simulated_call(
+                ws_url(base_url), said, from_number=caller, cache_dir=voice_cache
+            )
+
+    await phone(["My name is Priya and I love hiking."])
+    storage = offline_bot.storage
+    priya = storage.find_user(caller)
+    assert storage.preferences(priya.id).get("name") == "Priya"
+    assert storage.memories(priya.id)  # a summary and facts, with their session
+    report = await phone(["Hello again."])
+    assert (
+        "priya" in report.greeting.heard.lower() or "welcome back" in report.greeting.heard.lower()
+    )
