@@ -176,9 +176,8 @@ async def test_a_crashing_tool_gives_a_generic_spoken_error(tools):
 
 async def test_a_slow_tool_times_out_with_a_filler_first(tools):
     tools.delay[0] = 5.0
-    started = asyncio.get_running_loop().time()
     result = await tools.invoke("lookup", {"query": "x"})
-    assert asyncio.get_running_loop().time() - started < 2.0  # not retried after a timeout
+    assert tools.reports[-1].attempts == 1  # a timeout is not retried
     assert result["error"] == "timeout"
     assert result["message"] == "The test service took too long to answer."
     assert tools.spoken == ["One moment, let me check."]

@@ -32,6 +32,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -123,25 +124,25 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 # -- adapters: one small interface over every candidate ------------------------------------
 
 
-class _Adapter:
+class _Adapter(ABC):
     """What the benchmark does to a store; ``query`` returns ids, best first."""
 
-    def add(self, nodes: list[TextNode]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add(self, nodes: list[TextNode]) -> None: ...
 
-    def query(self, vector: np.ndarray, kb: str | None = None) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def query(self, vector: np.ndarray, kb: str | None = None) -> list[str]: ...
 
-    def delete_doc(self, ref_doc_id: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def delete_doc(self, ref_doc_id: str) -> None: ...
 
-    def count(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def count(self) -> int: ...
 
-    def persist(self) -> None:
+    def persist(self) -> None:  # noqa: B027 (a hook: most stores need no explicit step)
         """Make the writes durable (only stores that need an explicit step)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: most stores hold nothing to release)
         """Release the store."""
 
 
