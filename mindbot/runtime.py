@@ -467,10 +467,7 @@ class MindBot:
         if not folders:
             return
         kb = await asyncio.to_thread(self.knowledge_base, "default", create=True)
-        for folder in folders:
-            report = await asyncio.to_thread(kb.sync, folder)
-            logger.info(f"knowledge base: {report.summary()}")
-        await kb.watch(folders)
+        await kb.watch(folders)  # syncs each folder first, then follows its changes
 
     def report_sources(self, call: Call, sources: list[dict]) -> None:
         """Tell the listeners which knowledge-base passages the next reply is given."""
