@@ -389,15 +389,19 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_json(result: BenchResult, path: Path) -> None:
     """Write the raw replies, the summary and the machine to ``path``."""
+    record_json(path, summary=result.summary(), replies=[asdict(r) for r in result.replies])
+
+
+def record_json(path: Path, **results: Any) -> None:
+    """Write a benchmark's ``results`` to ``path`` with the machine, commit and date."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "summary": result.summary(),
-        "replies": [asdict(r) for r in result.replies],
+        **results,
         "machine": machine_description(),
         "commit": _commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    path.write_text(json.dumps(payload, indent=2))
+    path.write_text(json.dumps(payload, indent=2, default=str))
 
 
 def machine_description() -> str:

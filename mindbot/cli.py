@@ -259,24 +259,16 @@ def _kb(args: argparse.Namespace) -> None:
 
 
 def _bench_kb(args: argparse.Namespace) -> None:
-    import json
     from pathlib import Path
 
-    from mindbot.bench import _commit, machine_description
+    from mindbot.bench import record_json
     from mindbot.kb.bench import format_kb_summary, run_kb_bench
 
     configure_logging("WARNING")
     result = run_kb_bench(Path(args.eval), Path(args.corpus), chunks=args.chunks)
     print(format_kb_summary(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "result": result.as_dict(),
-            "machine": machine_description(),
-            "commit": _commit(),
-        }
-        path.write_text(json.dumps(payload, indent=2))
+        record_json(Path(args.json), result=result.as_dict())
         print(f"wrote {args.json}")
 
 

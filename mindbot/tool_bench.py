@@ -295,14 +295,6 @@ def format_tool_summary(summary: dict[str, Any]) -> str:
 
 def write_tool_json(result: ToolBenchResult, path: Path) -> None:
     """Write the summary, every case and the machine to ``path``."""
-    from mindbot.bench import _commit, machine_description
+    from mindbot.bench import record_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "summary": result.summary(),
-        "cases": [asdict(c) for c in result.cases],
-        "machine": machine_description(),
-        "commit": _commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    record_json(path, summary=result.summary(), cases=[asdict(c) for c in result.cases])

@@ -27,6 +27,7 @@ asks the caller first and runs them only after a spoken yes (see ``mindbot.tools
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,17 @@ ErrorKind = Literal[
 
 #: Argument names whose values never reach logs, storage or the audit trail.
 SECRET_ARGUMENT_WORDS = ("password", "secret", "token", "api_key", "apikey", "authorization")
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float, when a service's answer holds a real number there; else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class ToolError(Exception):

@@ -27,7 +27,14 @@ from typing import Any
 import aiomqtt
 from loguru import logger
 
-from mindbot.tools.base import Tool, ToolContext, ToolError, ToolUnavailable, tool
+from mindbot.tools.base import (
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolUnavailable,
+    finite_number,
+    tool,
+)
 from mindbot.tools.settings import MQTT_NAME_FORBIDDEN, MqttDevice, MqttSettings, ToolSettings
 
 LABEL = "the home devices"
@@ -464,13 +471,8 @@ def _word(text: str) -> str | None:
 
 
 def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
+    number = finite_number(value)
+    if number is None:
         return None
     rounded = round(number, 1)
     return int(rounded) if rounded.is_integer() else rounded

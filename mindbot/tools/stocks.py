@@ -15,7 +15,6 @@ httpx's own request log line has secret query parameters redacted.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from loguru import logger
 
-from mindbot.tools.base import ToolContext, ToolError, ToolUnavailable, tool
+from mindbot.tools.base import ToolContext, ToolError, ToolUnavailable, finite_number, tool
 from mindbot.tools.settings import StocksSettings
 
 DEFAULT_URLS = {"alphavantage": "https://www.alphavantage.co", "finnhub": "https://finnhub.io"}
@@ -114,7 +113,7 @@ async def _alpha_vantage(ctx: ToolContext, settings: StocksSettings, symbol: str
         raise _Malformed("no 'Global Quote'")
     if not quote:
         raise _unknown(symbol)
-    price = _number(quote.get("05. price"))
+    price = finite_number(quote.get("05. price"))
     if price is None:
         raise _Malformed("no price")
     percent = quote.get("10. change percent")
@@ -122,8 +121,8 @@ async def _alpha_vantage(ctx: ToolContext, settings: StocksSettings, symbol: str
     return _Quote(
         symbol=str(quote.get("01. symbol") or symbol).upper(),
         price=price,
-        change=_number(quote.get("09. change")),
-        change_percent=_number(percent.rstrip("%")) if isinstance(percent, str) else None,
+        change=finite_number(quote.get("09. change")),
+        change_percent=finite_number(percent.rstrip("%")) if isinstance(percent, str) else None,
         as_of=_day(traded),
     )
 
@@ -136,7 +135,7 @@ async def _finnhub(ctx: ToolContext, settings: StocksSettings, symbol: str) -> _
         params={"symbol": symbol},
         headers={"X-Finnhub-Token": _key(settings)},
     )
-    price, stamp = _number(answer.get("c")), _number(answer.get("t"))
+    price, stamp = finite_number(answer.get("c")), finite_number(answer.get("t"))
     if price is None:
         raise _Malformed("no current price")
     if price == 0 and not stamp:
@@ -144,8 +143,8 @@ async def _finnhub(ctx: ToolContext, settings: StocksSettings, symbol: str) -> _
     return _Quote(
         symbol=symbol,
         price=price,
-        change=_number(answer.get("d")),
-        change_percent=_number(answer.get("dp")),
+        change=finite_number(answer.get("d")),
+        change_percent=finite_number(answer.get("dp")),
         as_of=_moment(stamp, ctx.timezone) if stamp else None,
     )
 
@@ -208,16 +207,6 @@ def _rate_limited() -> ToolError:
 
 def _unknown(symbol: str) -> ToolError:
     return ToolError(f"I couldn't find a stock with the symbol {symbol}.", kind="not_found")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _day(value: Any) -> str | None:
