@@ -225,6 +225,21 @@ def test_evaluate_reports_retrieval_quality_on_the_eval_set(corpus):
     assert result.none_correct == 1.0
 
 
+def test_the_hybrid_comparison_scores_keyword_search_and_each_fusion(corpus):
+    from mindbot.kb.bench import HYBRID_WEIGHTS, RRF_K, compare_hybrid
+
+    kb, _ = corpus
+    vector = kb.evaluate(QUESTIONS.values())
+    results = compare_hybrid(kb, list(QUESTIONS.values()))
+    print("\n" + "\n".join(f"{name}: {figures}" for name, figures in results.items()))
+    assert len(results) == 1 + len(HYBRID_WEIGHTS) * len(RRF_K)
+    for hit1, hit3, mrr in results.values():
+        assert 0 < hit1 <= mrr <= hit3 <= 1
+    # Keywords alone miss paraphrased questions that the vector search answers.
+    assert results["bm25 alone"][1] < vector.hit3
+    assert len(kb.passages()) == corpus[1].chunks
+
+
 def test_kb_eval_prints_the_figures(corpus, corpus_dir, capsys):
     kb, _ = corpus
     assert kb_eval(kb, EVAL, corpus_dir) == 0

@@ -5,14 +5,21 @@
 
 1. Ingests the corpus into a scratch collection (chunks per second, embedding included).
 2. Scores the evaluation set: hit@1, hit@3, MRR, and whether small talk retrieves nothing.
-3. Pads the collection with synthetic chunks (random unit vectors, realistic metadata and text)
+3. Compares hybrid retrieval on the same questions: BM25 keyword search (SQLite FTS5 over each
+   chunk's title, section and text) fused with the vector search by reciprocal rank fusion, at a
+   few weights. MindBot searches by vector only, because no weight improved hit@3 reliably
+   (see BENCHMARKS.md); the comparison stays here so the decision can be re-checked when the
+   corpus, the chunking or the embedding model changes.
+4. Pads the collection with synthetic chunks (random unit vectors, realistic metadata and text)
    up to ``--chunks`` and times real searches (query embedding + store query), p50 and p95.
 """
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +27,20 @@ import numpy as np
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 
 from mindbot.kb.embeddings import EMBEDDING_DIM, MiniLMEmbedding, measure
-from mindbot.kb.knowledge import KnowledgeBase, load_eval_items
+from mindbot.kb.knowledge import KnowledgeBase, Passage, load_eval_items
 from mindbot.kb.settings import KnowledgeSettings
 from mindbot.kb.stores import open_vector_store
 
 PAD_BATCH = 2000
+HYBRID_WEIGHTS = (0.3, 0.5, 1.0)
+"""BM25's weight against the vector search's (1.0) in reciprocal rank fusion."""
+RRF_K = (10, 60)
+"""Reciprocal rank fusion's constant: 60 is the usual default, 10 favours the top ranks."""
+CANDIDATES = 20
+STOPWORDS = frozenset(
+    "a an and are at be can do does for how i if in is it me my of on or our the to we what "
+    "when where which who will with you your".split()
+)
 
 
 @dataclass
@@ -41,6 +57,8 @@ class KnowledgeBenchResult:
     searches: int
     embed_sentences_per_s: float
     embed_query_p50_ms: float
+    hybrid: dict[str, list[float]] = field(default_factory=dict)
+    """Method → [hit@1, hit@3, MRR] for BM25 alone and each fused weighting."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +76,7 @@ def run_kb_bench(
         with KnowledgeBase(folder / "kb", settings=settings, embed_model=embedder) as kb:
             report = kb.add([corpus])
             quality = kb.evaluate(items)
+            hybrid = compare_hybrid(kb, items)
             _pad(folder / "kb", store, chunks - report.chunks)
             questions = [item["question"] for item in items]
             speed = kb.measure_search(questions, repeat=3)
@@ -75,7 +94,58 @@ def run_kb_bench(
         searches=speed.searches,
         embed_sentences_per_s=embedding.sentences_per_s,
         embed_query_p50_ms=embedding.query_p50_ms,
+        hybrid=hybrid,
     )
+
+
+def compare_hybrid(kb: KnowledgeBase, items: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """hit@1, hit@3 and MRR of BM25 alone and of vector + BM25 fusions, on ``items``."""
+    chunks = kb.passages()
+    keywords = sqlite3.connect(":memory:")
+    keywords.execute("CREATE VIRTUAL TABLE chunks USING fts5(body, tokenize='porter unicode61')")
+    keywords.executemany(
+        "INSERT INTO chunks(rowid, body) VALUES (?, ?)",
+        [(i, f"{c.title} {c.section} {c.text}") for i, c in enumerate(chunks)],
+    )
+
+    def bm25(question: str, top_k: int) -> list[Passage]:
+        words = [w for w in re.findall(r"\w+", question.lower()) if w not in STOPWORDS]
+        if not words:
+            return []
+        rows = keywords.execute(
+            "SELECT rowid FROM chunks WHERE chunks MATCH ? ORDER BY bm25(chunks) LIMIT ?",
+            (" OR ".join(f'"{w}"' for w in words), top_k),
+        )
+        return [chunks[row] for (row,) in rows]
+
+    def fused(weight: float, k: int):
+        def search(question: str, top_k: int) -> list[Passage]:
+            scores: dict[tuple[str, str], float] = {}
+            found: dict[tuple[str, str], Passage] = {}
+            ranked = (
+                (1.0, kb.search(question, top_k=CANDIDATES)),
+                (weight, bm25(question, CANDIDATES)),
+            )
+            for share, passages in ranked:
+                for rank, passage in enumerate(passages, start=1):
+                    key = (passage.doc_id, passage.text)
+                    scores[key] = scores.get(key, 0.0) + share / (k + rank)
+                    found.setdefault(key, passage)
+            best = sorted(scores, key=scores.__getitem__, reverse=True)[:top_k]
+            return [found[key] for key in best]
+
+        return search
+
+    methods = {"bm25 alone": bm25}
+    for weight in HYBRID_WEIGHTS:
+        for k in RRF_K:
+            methods[f"vector + {weight} x bm25, k={k}"] = fused(weight, k)
+    results = {}
+    for name, search in methods.items():
+        quality = kb.evaluate(items, search=search)
+        results[name] = [round(quality.hit1, 3), round(quality.hit3, 3), round(quality.mrr, 3)]
+    keywords.close()
+    return results
 
 
 def _pad(folder: Path, store: str, count: int) -> None:
@@ -117,4 +187,8 @@ def format_kb_summary(result: KnowledgeBenchResult) -> str:
         f"small talk retrieving nothing {r.small_talk_empty}\n"
         f"search at {r.chunks:,} chunks: p50 {r.search_p50_ms:.1f} ms, "
         f"p95 {r.search_p95_ms:.1f} ms ({r.searches} searches)"
+        + "".join(
+            f"\nhybrid, {name}: hit@1 {h1:.3f}, hit@3 {h3:.3f}, MRR {mrr:.3f}"
+            for name, (h1, h3, mrr) in r.hybrid.items()
+        )
     )

@@ -610,9 +610,25 @@ class KnowledgeBase:
         """
         return await asyncio.to_thread(self.search, query, top_k=top_k, min_score=min_score)
 
+    def passages(self) -> builtins.list[Passage]:
+        """Every chunk in the knowledge base as a passage (score 0), in no particular order.
+
+        For what needs the whole text rather than a search: keyword indexes for comparison,
+        and the terms a speech recognizer should expect.
+        """
+        with self._lock:
+            nodes = self._store.get_nodes()
+        return [_passage(node, 0.0) for node in nodes]
+
     # -- measurement ----------------------------------------------------------------------
 
-    def evaluate(self, eval_items: Iterable[Mapping[str, Any]], *, top_k: int = 3) -> EvalResult:
+    def evaluate(
+        self,
+        eval_items: Iterable[Mapping[str, Any]],
+        *,
+        top_k: int = 3,
+        search: Callable[[str, int], Sequence[Passage]] | None = None,
+    ) -> EvalResult:
         """Retrieval quality over evaluation questions (``tests/fixtures/kb/eval.yaml``).
 
         A hit is a passage from the expected source file whose section is the expected one
@@ -623,6 +639,9 @@ class KnowledgeBase:
             eval_items: Dicts with ``id``, ``question`` and either ``source`` and ``section`` or
                 ``expected: none`` (small talk: nothing should be returned).
             top_k: Passages per question.
+            search: Another way to search ``(question, top_k) -> passages``, to compare a
+                retrieval method with this one's (the benchmark compares hybrid retrieval);
+                default: ``search``.
 
         Returns:
             hit@1, hit@3 (within ``top_k``), MRR, the small-talk score and every question's
@@ -630,7 +649,8 @@ class KnowledgeBase:
         """
         results = []
         for item in eval_items:
-            passages = self.search(str(item["question"]), top_k=top_k)
+            question = str(item["question"])
+            passages = search(question, top_k) if search else self.search(question, top_k=top_k)
             source = None if item.get("expected") == "none" else item.get("source")
             section = item.get("section") if source else None
             rank = None

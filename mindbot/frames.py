@@ -1,0 +1,71 @@
+"""MindBot's own frames: what its processors tell each other inside a pipeline.
+
+Processors are building blocks that do not know each other; they talk through these frames,
+so any of them can be left out of a pipeline and the rest still work.
+
+- ``EmotionFrame``: the caller's estimated emotion for one user turn (the emotion detector
+  emits it, downstream, just before the turn's final transcription).
+- ``VoiceStyleFrame``: a request to change how the bot sounds (speed, volume, emotion, voice,
+  language). Emotion detection, voice commands and language switching emit it; the voice
+  style controller in front of the TTS applies it at the next utterance boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipecat.frames.frames import DataFrame, SystemFrame
+
+
+@dataclass
+class EmotionFrame(DataFrame):
+    """The caller's estimated emotion in one user turn.
+
+    Parameters:
+        label: One of ``neutral``, ``happy``, ``excited``, ``frustrated``, ``angry``, ``sad``,
+            ``anxious``.
+        valence: How pleasant, from -1 (very unpleasant) to 1 (very pleasant).
+        arousal: How activated, from -1 (very calm) to 1 (very agitated).
+        confidence: 0..1, how sure the estimate is.
+        cues: What the estimate rests on (e.g. ``{"text_valence": -0.6, "pitch_var": 1.4}``),
+            for logs at DEBUG and for evaluation; never the words themselves.
+    """
+
+    label: str
+    valence: float
+    arousal: float
+    confidence: float
+    cues: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.label}, v={self.valence:+.2f}, a={self.arousal:+.2f})"
+
+
+@dataclass
+class VoiceStyleFrame(SystemFrame):
+    """Asks the voice style controller to change how the bot sounds.
+
+    A system frame, so that an interruption never drops a request; the controller applies it
+    at the start of the bot's next utterance, never in the middle of one. Every field left
+    ``None`` keeps its current value.
+
+    Parameters:
+        source: Who asks: ``emotion``, ``command``, ``language`` or ``preference``.
+        emotion: The bot's emotion for the next replies (Cartesia emotion names, e.g.
+            ``calm``, ``content``, ``sympathetic``); ``"neutral"`` clears it.
+        speed: Speaking rate as an absolute multiple of normal (0.6 to 1.5).
+        speed_step: Speaking rate relative to the current one (e.g. 1.15 faster, 0.87 slower).
+        volume: Output volume as an absolute multiple of normal (0.5 to 2.0).
+        volume_step: Volume relative to the current one.
+        voice: A TTS provider voice id.
+        language: ISO 639-1 code the bot speaks in.
+    """
+
+    source: str
+    emotion: str | None = None
+    speed: float | None = None
+    speed_step: float | None = None
+    volume: float | None = None
+    volume_step: float | None = None
+    voice: str | None = None
+    language: str | None = None
