@@ -232,12 +232,14 @@ def _kb(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from mindbot.kb import commands
-    from mindbot.kb.embeddings import MiniLMEmbedding
+    from mindbot.kb.embeddings import embedding_model
     from mindbot.kb.knowledge import KnowledgeBase
 
     settings = Settings.load()
     configure_logging("WARNING")
-    embedder = MiniLMEmbedding(cache_dir=settings.data_dir / "models")
+    embedder = embedding_model(
+        settings.kb, openai_api_key=settings.openai_api_key, cache_dir=settings.data_dir / "models"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         # eval indexes its corpus into a scratch collection, never into the real one
         folder = (

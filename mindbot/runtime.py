@@ -448,9 +448,13 @@ class MindBot:
                 if not create and not (folder / f"{collection}.documents.db").exists():
                     return None
                 if self._embedder is None:
-                    from mindbot.kb.embeddings import MiniLMEmbedding
+                    from mindbot.kb.embeddings import embedding_model
 
-                    self._embedder = MiniLMEmbedding(cache_dir=self.settings.data_dir / "models")
+                    self._embedder = embedding_model(
+                        self.settings.kb,
+                        openai_api_key=self.settings.openai_api_key,
+                        cache_dir=self.settings.data_dir / "models",
+                    )
                 folder.mkdir(parents=True, exist_ok=True)
                 kb = KnowledgeBase(
                     folder,

@@ -35,11 +35,12 @@ import onnxruntime as ort
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from loguru import logger
 from onnx import TensorProto, helper, numpy_helper
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, SecretStr
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from mindbot.errors import MindBotError
+from mindbot.errors import ConfigError, MindBotError
+from mindbot.kb.settings import KnowledgeSettings
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
@@ -474,6 +475,39 @@ class MiniLMEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def embedding_model(
+    settings: KnowledgeSettings, *, openai_api_key: SecretStr | None = None, cache_dir: Path
+) -> BaseEmbedding:
+    """The embedding model ``kb.embedding`` names (one per process: share it).
+
+    Args:
+        settings: The knowledge-base settings (``KnowledgeSettings``).
+        openai_api_key: MindBot's ``openai_api_key`` (a ``SecretStr``), for ``openai``.
+        cache_dir: Where MiniLM's ONNX graph is cached (``DATA_DIR/models``).
+
+    Raises:
+        ConfigError: ``openai`` is chosen without an API key.
+    """
+    if settings.embedding == "minilm":
+        return MiniLMEmbedding(cache_dir=cache_dir)
+    if openai_api_key is None:
+        raise ConfigError(
+            "kb.embedding is openai but MINDBOT_OPENAI_API_KEY is not set; set it, or use "
+            "kb.embedding=minilm (on this machine, no key)."
+        )
+    from llama_index.embeddings.openai import OpenAIEmbedding
+
+    # A caller is waiting on query embeddings: fail fast rather than retry for a minute.
+    return OpenAIEmbedding(
+        model=settings.openai_model,
+        api_key=openai_api_key.get_secret_value(),
+        api_base=settings.openai_base_url,
+        dimensions=settings.openai_dimensions,
+        max_retries=2,
+        timeout=10.0,
+    )
 
 
 # --- Benchmark ------------------------------------------------------------------------------

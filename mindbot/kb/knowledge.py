@@ -90,7 +90,7 @@ from mindbot.kb.stores import open_vector_store
 
 # Bump when parsing or chunking changes, so every document is re-embedded at its next sync.
 _PIPELINE_VERSION = 1
-_CATALOG_SCHEMA = 1
+_CATALOG_SCHEMA = 2  # 2: the meta table (which embedding model)
 _MAX_REDIRECTS = 5
 _USER_AGENT = "MindBot-KnowledgeBase/1"
 _WATCH_RETRY_S = 5.0
@@ -362,11 +362,30 @@ class KnowledgeBase:
             f"{getattr(embed_model, 'model_name', type(embed_model).__name__)}"
         )
         self._pipeline = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+        self._check_embedding_model(embed_model)
         self._max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self._allowed = [Path(d).expanduser().resolve() for d in settings.allowed_dirs]
 
     def __str__(self) -> str:
         return f"KnowledgeBase({self._collection})"
+
+    def _check_embedding_model(self, embed_model: BaseEmbedding) -> None:
+        """Vectors of two embedding models cannot be compared: after a change of model the old
+        vectors go, and each document is re-embedded at its next sync or reindex."""
+        name = getattr(embed_model, "model_name", type(embed_model).__name__)
+        dims = getattr(embed_model, "dimensions", None)
+        model = f"{name}:{dims}" if dims else str(name)
+        stored = self._catalog.meta("embedding_model")
+        if stored is not None and stored != model and self._catalog.all():
+            logger.warning(
+                f"{self}: its documents were embedded with {stored}, and the embedding model is "
+                f"now {model}: searches find nothing until they are re-embedded "
+                "(`mindbot kb reindex`, or the next sync of a watched folder)"
+            )
+            with self._lock:
+                self._store.clear()
+        if stored != model:
+            self._catalog.set_meta("embedding_model", model)
 
     @property
     def collection(self) -> str:
@@ -1117,6 +1136,9 @@ class _Catalog:
                 "version TEXT NOT NULL, chunks INTEGER NOT NULL, added_at TEXT NOT NULL, "
                 "updated_at TEXT NOT NULL)"
             )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
             self._conn.execute(f"PRAGMA user_version = {_CATALOG_SCHEMA}")
         except sqlite3.Error as e:
             raise StorageError(f"Cannot open the knowledge-base catalog {path}: {e}") from e
@@ -1127,6 +1149,14 @@ class _Catalog:
 
     def all(self) -> list[_Record]:
         return self._select("ORDER BY doc_id")
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def get(self, doc_id: str) -> _Record | None:
         found = self._select("WHERE doc_id = ?", (doc_id,))

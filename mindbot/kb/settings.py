@@ -40,6 +40,21 @@ class KnowledgeSettings(BaseModel):
     store: Literal["sqlite", "duckdb"] = Field(
         default="sqlite", description="The vector store (see mindbot/kb/stores.py)."
     )
+    embedding: Literal["minilm", "openai"] = Field(
+        default="minilm",
+        description="minilm: all-MiniLM-L6-v2 on this machine; openai: OpenAI's embeddings API "
+        "(uses MINDBOT_OPENAI_API_KEY). Changing it re-embeds each collection on its next sync "
+        "or `mindbot kb reindex`; re-measure min_score with `mindbot kb eval`.",
+    )
+    openai_model: str = Field(
+        default="text-embedding-3-small", description="The OpenAI embedding model."
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible embeddings endpoint; default: OpenAI's."
+    )
+    openai_dimensions: int | None = Field(
+        default=None, ge=1, le=3072, description="Shorter OpenAI embeddings (text-embedding-3)."
+    )
     top_k: int = Field(default=3, ge=1, le=50, description="Passages returned by a search.")
     min_score: float = Field(
         default=DEFAULT_MIN_SCORE,

@@ -215,7 +215,7 @@ class SQLiteVectorStore(BasePydanticVectorStore):
 
         Raises:
             ValueError: A node has no embedding, non-flat metadata, or an embedding whose
-                dimension differs from the store's.
+                dimension differs from the nodes' already stored.
         """
         if not nodes:
             return []
@@ -238,7 +238,7 @@ class SQLiteVectorStore(BasePydanticVectorStore):
         dim = embeddings.shape[1]
         with self._lock:
             self._sync()
-            if self._index.dim == 0:
+            if self._index.size == 0:  # an empty store takes any dimension (a new model)
                 self._index = _MatrixIndex(dim)
             elif dim != self._index.dim:
                 raise ValueError(
@@ -290,7 +290,7 @@ class SQLiteVectorStore(BasePydanticVectorStore):
             self._remove(self._select(node_ids, filters))
 
     def clear(self) -> None:
-        """Delete every node (the store keeps its dimension)."""
+        """Delete every node (the next nodes added may have another dimension)."""
         with self._lock:
             self._sync()
             self._remove(list(self._index.ids))

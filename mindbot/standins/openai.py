@@ -1,4 +1,4 @@
-"""A scripted OpenAI chat-completions server for tests and benchmarks.
+"""A scripted OpenAI chat-completions (and embeddings) server for tests and benchmarks.
 
 It speaks the real wire protocol (PROTOCOLS.md section 1), so ``OpenAILLMService`` and the
 ``openai`` SDK work against it unchanged::
@@ -6,6 +6,11 @@ It speaks the real wire protocol (PROTOCOLS.md section 1), so ``OpenAILLMService
     async with ScriptedLLMServer() as llm:
         llm.script(Text("Hello there."), ToolCall("get_weather", {"city": "Paris"}))
         service = OpenAILLMService(api_key="sk-test", base_url=llm.base_url)
+
+``/v1/embeddings`` answers every input with a deterministic bag-of-words vector (hashed word
+stems, L2-normalized), so texts that share words are near each other and retrieval through the
+real OpenAI client can be tested offline; ``encoding_format`` ``float`` and ``base64`` (the
+SDK's default) are both served, and ``dimensions`` is honoured.
 
 One scripted reply is consumed per request. The SDK retries 408/409/429/5xx twice, so a test
 that wants ``OpenAILLMService`` to *see* a 500 must script three ``HttpError(500)`` replies
@@ -15,6 +20,8 @@ that wants ``OpenAILLMService`` to *see* a 500 must script three ``HttpError(500
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import math
 import re
@@ -25,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 from loguru import logger
 
@@ -32,6 +40,10 @@ from mindbot.standins._server import HttpStandIn, lower_headers, read_json_objec
 
 DEFAULT_TEXT = "I heard you."
 """What the server says when nothing is scripted and no default reply is set."""
+
+EMBEDDING_DIM = 256
+"""Length of the stand-in's embeddings when the request does not ask for ``dimensions``."""
+MAX_EMBEDDING_INPUTS = 2048
 
 
 @dataclass
@@ -119,6 +131,18 @@ def _split_n(s: str, n: int) -> list[str]:
     return [s[i : i + size] for i in range(0, len(s), size)]
 
 
+def _bag_of_words(text: str, dims: int) -> np.ndarray:
+    """Hashed word stems (first five letters), L2-normalized; zero text gives a unit vector."""
+    vector = np.zeros(dims, dtype=np.float32)
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word[:5].encode(), digest_size=8).digest()
+        vector[int.from_bytes(digest, "little") % dims] += 1.0
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        vector[0] = norm = 1.0
+    return vector / norm
+
+
 def _estimate_tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4)) if chars else 0
 
@@ -132,8 +156,9 @@ def _error_body(
 class ScriptedLLMServer(HttpStandIn):
     """OpenAI-compatible ``/v1/chat/completions`` and ``/v1/models`` on loopback.
 
-    Records every JSON request body in ``requests`` (and its headers, names lower-cased, in
-    ``headers`` at the same index), including requests later refused with 401.
+    Records every JSON chat request body in ``requests`` (and its headers, names lower-cased,
+    in ``headers`` at the same index), including requests later refused with 401; embedding
+    requests go to ``embedding_requests``.
     """
 
     def __init__(
@@ -161,6 +186,7 @@ class ScriptedLLMServer(HttpStandIn):
         self._script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
 
     @property
     def base_url(self) -> str:
@@ -183,6 +209,7 @@ class ScriptedLLMServer(HttpStandIn):
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
 
     def _error_response(self, status: int, message: str) -> web.Response:
         type_ = "server_error" if status >= 500 else "invalid_request_error"
@@ -204,6 +231,52 @@ class ScriptedLLMServer(HttpStandIn):
             return self._unauthorized()
         model = {"id": "scripted", "object": "model", "created": 0, "owned_by": "mindbot"}
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json_object(request)
+        except ValueError as e:
+            return web.json_response(_error_body(str(e), "invalid_request_error", None), status=400)
+        self.embedding_requests.append(body)
+        if not self._authorized(request):
+            return self._unauthorized()
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        dims = body.get("dimensions", EMBEDDING_DIM)
+        problem = None
+        if not isinstance(body.get("model"), str):
+            problem = "Missing required parameter: 'model'."
+        elif (
+            not isinstance(inputs, list)
+            or not 0 < len(inputs) <= MAX_EMBEDDING_INPUTS
+            or not all(isinstance(text, str) and text for text in inputs)
+        ):
+            problem = "'input' must be a non-empty string or a list of non-empty strings."
+        elif not isinstance(dims, int) or not 1 <= dims <= 3072:
+            problem = "'dimensions' must be an integer from 1 to 3072."
+        elif body.get("encoding_format", "float") not in ("float", "base64"):
+            problem = "'encoding_format' must be 'float' or 'base64'."
+        if problem:
+            error = _error_body(problem, "invalid_request_error", None)
+            return web.json_response(error, status=400)
+        data = []
+        for index, text in enumerate(inputs):
+            vector = _bag_of_words(text, dims)
+            if body.get("encoding_format") == "base64":
+                encoded: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            else:
+                encoded = [round(float(x), 6) for x in vector]
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(_estimate_tokens(len(text)) for text in inputs)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         if self._script:
