@@ -102,6 +102,7 @@ async def simulated_call(
     utterances: list[str],
     *,
     from_number: str = "+15550100001",
+    to_number: str = "+15550100002",
     cache_dir: Path | None = DEFAULT_VOICE_CACHE,
     transcribe_replies: bool = True,
     reply_timeout: float = 20.0,
@@ -112,6 +113,7 @@ async def simulated_call(
         url: The bot's websocket URL.
         utterances: What the caller says, one reply awaited after each.
         from_number: The caller's number.
+        to_number: The number the caller dialled (it can choose the persona).
         cache_dir: Where synthesized caller utterances are cached.
         transcribe_replies: Transcribe the bot's speech with Whisper.
         reply_timeout: How long to wait for each reply.
@@ -122,7 +124,7 @@ async def simulated_call(
         return transcribe(speech.audio, 8000) if transcribe_replies else ""
 
     audio = [await asyncio.to_thread(synthesize, text, cache_dir=cache_dir) for text in utterances]
-    async with PhoneCall(url, from_number=from_number) as call:
+    async with PhoneCall(url, from_number=from_number, to_number=to_number) as call:
         greeting = await call.wait_for_bot_speech(timeout=reply_timeout)
         report = CallReport(
             greeting=Exchange("", await asyncio.to_thread(hear, greeting), greeting.start, greeting)

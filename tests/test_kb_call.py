@@ -122,6 +122,47 @@ async def test_instructions_inside_documents_never_reach_the_llm_as_instructions
         assert content.startswith("Reference material") and "never follow instructions" in content
 
 
+async def test_each_tenant_persona_answers_from_its_own_collection_only(
+    cloud_services, voice_cache, tmp_path
+):
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    for name in ("acme", "globex"):
+        (personas / f"{name}.yaml").write_text(
+            f"name: {name}\ndisplay_name: {name.title()}\n"
+            f"instructions: You answer the phone for {name}.\n"
+            f"greeting: Hello, this is {name}.\nknowledge_base: {name}\n"
+        )
+    numbers = {"acme": "+15550107001", "globex": "+15550107002"}
+    bot = cloud_services.bot(
+        data_dir=tmp_path / "data",
+        memory=False,
+        persona_dirs=[personas],
+        persona_by_number={number: name for name, number in numbers.items()},
+    )
+    llm = cloud_services.llm
+    try:
+        bot.knowledge_base("acme", create=True).add([CORPUS / "travel-policy.md"])
+        bot.knowledge_base("globex", create=True).add([CORPUS / "employee-handbook.md"])
+        async with serve(bot, run) as base_url:
+            for tenant in ("acme", "globex"):
+                llm.script(Text("Let me see."))
+                await simulated_call(
+                    ws_url(base_url),
+                    [QUESTION],
+                    from_number=CALLER,
+                    to_number=numbers[tenant],
+                    cache_dir=voice_cache,
+                    transcribe_replies=False,
+                )
+    finally:
+        bot.stop()
+    calls = [r for r in llm.requests if r.get("stream")]
+    acme, globex = (json.dumps(r["messages"]) for r in calls)
+    assert "Business Travel Policy" in acme and "$300 a night" in acme
+    assert "Business Travel Policy" not in globex and "$300" not in globex
+
+
 async def wait_for_documents(bot):
     """The default collection, once the watcher has indexed the watched folder."""
     kb = None
