@@ -99,13 +99,28 @@ class BenchResult:
         keys = ("caller_p50", "caller_p95", "pipeline_p50", "pipeline_p95", "greeting_p50")
         mindbot = out["systems"]["mindbot"]
         out["ratios"] = _ratios(mindbot, out["systems"]["bare"], keys)
-        if STORAGE_OFF in out["systems"]:
-            out["storage_ratios"] = _ratios(mindbot, out["systems"][STORAGE_OFF], keys)
+        out["variants"] = {}
+        for name in VARIANTS:
+            if name in out["systems"]:
+                variant = out["systems"][name]
+                out["variants"][name] = {
+                    "ratios": _ratios(mindbot, variant, keys),
+                    "added_ms": {
+                        key: round((mindbot[key] - variant[key]) * 1000, 1)
+                        if mindbot[key] is not None and variant[key] is not None
+                        else None
+                        for key in keys
+                    },
+                }
         return out
 
 
 STORAGE_OFF = "mindbot-storage-off"
 """The name of the optional system that is MindBot with storage turned off."""
+KB_OFF = "mindbot-kb-off"
+"""The name of the optional system that is MindBot without a knowledge base."""
+VARIANTS = {STORAGE_OFF: "storage off", KB_OFF: "retrieval off"}
+"""MindBot twins that differ in one feature, compared with MindBot in the same run."""
 
 
 def _ratios(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -260,7 +275,8 @@ async def run_latency_bench(
     baseline: bool = True,
     warmup_calls: int = 1,
     cache_dir: Path | None = None,
-    storage_off: MindBot | None = None,
+    variants: dict[str, MindBot] | None = None,
+    questions: list[str] | None = None,
 ) -> BenchResult:
     """Place ``calls`` simulated calls to each system, alternating, and measure every reply.
 
@@ -268,9 +284,13 @@ async def run_latency_bench(
     for first use (the LLM server's prompt cache, lazy imports) inside the figures.
 
     Args:
-        storage_off: A second, started MindBot like ``bot`` but with storage off; its calls
-            run as a third system, so storage on and off are compared in the same run.
+        variants: Started MindBot twins of ``bot`` that differ in one feature, by name
+            (``STORAGE_OFF``, ``KB_OFF``); their calls run as more systems, so the feature on
+            and off are compared in the same run.
+        questions: What the callers ask (default: ``QUESTIONS``, general knowledge).
     """
+    questions = questions or QUESTIONS
+    variants = variants or {}
     from mindbot.server import create_app
 
     log = _LatencyLog()
@@ -280,9 +300,9 @@ async def run_latency_bench(
     systems = {"mindbot": create_app(bot, run)}
     if baseline:
         systems["bare"] = bare_pipecat_app(bot, log, system_instruction)
-    if storage_off is not None:
-        storage_off.listeners.append(log)
-        systems[STORAGE_OFF] = create_app(storage_off, run)
+    for name, twin in variants.items():
+        twin.listeners.append(log)
+        systems[name] = create_app(twin, run)
     servers = {name: _ThreadedServer(app, free_port(), ws_max) for name, app in systems.items()}
     for server in servers.values():
         server.__enter__()
@@ -292,7 +312,7 @@ async def run_latency_bench(
                 caller = f"+1555999{n:02d}{len(name):02d}"
                 await simulated_call(
                     server.url,
-                    QUESTIONS[:1],
+                    questions[:1],
                     from_number=caller,
                     cache_dir=cache_dir,
                     transcribe_replies=False,
@@ -302,7 +322,7 @@ async def run_latency_bench(
         for n in range(calls):
             for name, server in servers.items():
                 caller = f"+1555{n:03d}{len(name):04d}"
-                asked = [QUESTIONS[(question + i) % len(QUESTIONS)] for i in range(turns_per_call)]
+                asked = [questions[(question + i) % len(questions)] for i in range(turns_per_call)]
                 try:
                     report = await simulated_call(
                         server.url,
@@ -339,8 +359,8 @@ async def run_latency_bench(
         for server in servers.values():
             server.__exit__()
         bot.listeners.remove(log)
-        if storage_off is not None:
-            storage_off.listeners.remove(log)
+        for twin in variants.values():
+            twin.listeners.remove(log)
     return result
 
 
@@ -370,12 +390,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{label:40s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}"
             f"{(f'{ratio:.2f}' if ratio else '-'):>8s}"
         )
-    if off := summary["systems"].get(STORAGE_OFF):
-        lines.append(f"MindBot with storage off ({off['replies']} replies), same run:")
+    for name, compared in summary.get("variants", {}).items():
+        off = summary["systems"][name]
+        lines.append(f"MindBot with {VARIANTS[name]} ({off['replies']} replies), same run:")
         for label, key in rows[:4]:
-            ratio = summary["storage_ratios"].get(key)
+            ratio = compared["ratios"].get(key)
+            added = compared["added_ms"].get(key)
             lines.append(
                 f"  {label:38s}{cell(off[key]):>12s}  on/off {(f'{ratio:.2f}' if ratio else '-')}"
+                f"  on-off {(f'{added:+.0f} ms' if added is not None else '-')}"
             )
     lines.append("median stages (pipeline side):")
     labels = list(dict.fromkeys([*m["stages_median"], *b.get("stages_median", {})]))

@@ -97,9 +97,20 @@ def _call(args: argparse.Namespace) -> None:
 
 def _bench_latency(args: argparse.Namespace) -> None:
     import asyncio
+
+    asyncio.run(_bench_latency_run(args))
+
+
+SCRIPTED_REPLY = "Here is a short answer to your question, and I hope it helps."
+
+
+async def _bench_latency_run(args: argparse.Namespace) -> None:
+    import asyncio
+    import tempfile
+    from contextlib import AsyncExitStack
     from pathlib import Path
 
-    from mindbot.bench import format_summary, run_latency_bench, write_json
+    from mindbot.bench import KB_OFF, STORAGE_OFF, format_summary, run_latency_bench, write_json
     from mindbot.runtime import MindBot
 
     settings = Settings.load(
@@ -107,22 +118,52 @@ def _bench_latency(args: argparse.Namespace) -> None:
     )
     configure_logging("WARNING")
     module = _pipeline_module(args.pipeline)
-    if args.storage_off_too:
-        # Memory learns between calls on the shared LLM; off, so only the writes differ.
-        settings = settings.model_copy(update={"memory": False, "storage": True})
-    bot = MindBot(settings)
-    bot.start()
-    twin = None
-    try:
-        if args.storage_off_too:
-            twin = MindBot(
-                settings.model_copy(
-                    update={"storage": False, "llm_base_url": bot.services.llm_endpoint.base_url}
-                )
+    started: list[MindBot] = []
+
+    async def start(settings: Settings) -> MindBot:
+        bot = MindBot(settings)
+        await asyncio.to_thread(bot.start)
+        started.append(bot)
+        return bot
+
+    async with AsyncExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mindbot-bench-")))
+        if args.scripted_llm:
+            from mindbot.standins import ScriptedLLMServer, Text
+
+            llm = ScriptedLLMServer(
+                default_reply=Text(SCRIPTED_REPLY), first_token_delay=args.llm_delay
             )
-            twin.start()
-        result = asyncio.run(
-            run_latency_bench(
+            await stack.enter_async_context(llm)
+            settings = settings.model_copy(
+                update={"llm_base_url": llm.base_url, "llm_model": "scripted"}
+            )
+        if args.storage_off_too or args.kb_off_too:
+            # Memory learns between calls on the shared LLM; off, so only one feature differs.
+            settings = settings.model_copy(update={"memory": False})
+        if args.kb_off_too:
+            kb_settings = settings.kb.model_copy(
+                update={"folder": scratch / "kb", "watch_dirs": []}
+            )
+            settings = settings.model_copy(update={"kb": kb_settings})
+        questions = None
+        try:
+            bot = await start(settings)
+            twin_settings = settings.model_copy(
+                update={"llm_base_url": bot.services.llm_endpoint.base_url}
+            )
+            variants = {}
+            if args.storage_off_too:
+                variants[STORAGE_OFF] = await start(
+                    twin_settings.model_copy(update={"storage": False})
+                )
+            if args.kb_off_too:
+                kb = await asyncio.to_thread(bot.knowledge_base, "default", create=True)
+                await asyncio.to_thread(kb.add, [Path(args.kb_corpus)])
+                questions = _spoken_questions(Path(args.kb_eval))
+                empty = settings.kb.model_copy(update={"folder": scratch / "no-kb"})
+                variants[KB_OFF] = await start(twin_settings.model_copy(update={"kb": empty}))
+            result = await run_latency_bench(
                 bot,
                 module.run,
                 system_instruction=bot.personas.get(settings.persona).system_instruction(),
@@ -130,17 +171,28 @@ def _bench_latency(args: argparse.Namespace) -> None:
                 turns_per_call=args.turns,
                 baseline=not args.no_baseline,
                 warmup_calls=args.warmup,
-                storage_off=twin,
+                variants=variants,
+                questions=questions,
             )
-        )
-    finally:
-        if twin is not None:
-            twin.stop()
-        bot.stop()
+        finally:
+            for each in reversed(started):
+                await asyncio.to_thread(each.stop)
     print(format_summary(result.summary()))
     if args.json:
         write_json(result, Path(args.json))
         print(f"wrote {args.json}")
+
+
+def _spoken_questions(eval_file) -> list[str]:
+    """The evaluation set's answerable questions, as a caller would say them in one breath."""
+    from mindbot.kb.knowledge import load_eval_items
+
+    items = load_eval_items(eval_file)
+    return [
+        item["question"]
+        for item in items
+        if item.get("expected") != "none" and "," not in item["question"]
+    ]
 
 
 def _open_storage():
@@ -313,6 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage-off-too",
         action="store_true",
         help="also MindBot with storage off, in the same run (memory off for both)",
+    )
+    latency.add_argument(
+        "--kb-off-too",
+        action="store_true",
+        help="ask knowledge-base questions, and also call MindBot without the knowledge base",
+    )
+    latency.add_argument("--kb-corpus", default="tests/fixtures/kb/corpus")
+    latency.add_argument("--kb-eval", default="tests/fixtures/kb/eval.yaml")
+    latency.add_argument(
+        "--scripted-llm",
+        action="store_true",
+        help="a scripted OpenAI-compatible LLM on loopback instead of the configured one",
+    )
+    latency.add_argument(
+        "--llm-delay", type=float, default=0.35, help="the scripted LLM's time to first token"
     )
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)
