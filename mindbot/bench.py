@@ -25,6 +25,8 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,80 @@ QUESTIONS = [
 ]
 
 
+@dataclass(frozen=True)
+class CloudLatencies:
+    """The service latencies the cloud profile's stand-ins inject, in seconds.
+
+    Taken from the providers' published figures, so that the profile measures what MindBot adds
+    around realistic services rather than the services themselves:
+
+    - ``stt_final``: Deepgram's final transcript after the end of speech (Deepgram quotes
+      sub-300 ms streaming latency for Nova-3; about 150 ms after a ``Finalize`` is typical);
+    - ``llm_first_token``: an OpenAI chat model's time to first token (about 350 ms for
+      gpt-4o-mini class models in published measurements);
+    - ``tts_first_byte``: Cartesia Sonic's time to first audio (Cartesia quotes 90 ms; 100 ms
+      here).
+    """
+
+    stt_final: float = 0.15
+    llm_first_token: float = 0.35
+    tts_first_byte: float = 0.10
+
+    @property
+    def total(self) -> float:
+        return self.stt_final + self.llm_first_token + self.tts_first_byte
+
+
+CLOUD_REPLY = "Here is a short answer to your question, and I hope it helps."
+
+
+@dataclass
+class CloudProfile:
+    """The running stand-ins of the cloud profile and the settings that point at them."""
+
+    latencies: CloudLatencies
+    settings: dict[str, Any]
+    deepgram: Any
+
+    def expect(self, utterances: list[str]) -> None:
+        """Have the Deepgram stand-in transcribe the next utterances as these words.
+
+        The bench knows what its caller says, so the stand-in need not run Whisper (whose CPU
+        time would add to the injected latency); Whisper stays the fallback.
+        """
+        self.deepgram.add_transcripts(*utterances)
+
+
+@asynccontextmanager
+async def cloud_profile(latencies: CloudLatencies | None = None) -> AsyncIterator[CloudProfile]:
+    """Deepgram, OpenAI and Cartesia stand-ins on loopback, injecting ``latencies``."""
+    from mindbot.speech import transcribe
+    from mindbot.standins import CartesiaStandIn, DeepgramStandIn, ScriptedLLMServer, Text
+
+    latencies = latencies or CloudLatencies()
+    key = "bench-key"
+    async with (
+        DeepgramStandIn(transcriber=transcribe, final_delay=latencies.stt_final, api_key=key) as dg,
+        ScriptedLLMServer(
+            default_reply=Text(CLOUD_REPLY),
+            first_token_delay=latencies.llm_first_token,
+            token_delay=0.01,
+            api_key=key,
+        ) as llm,
+        CartesiaStandIn(first_chunk_delay=latencies.tts_first_byte, api_key=key) as cartesia,
+    ):
+        settings = {
+            "deepgram_api_key": key,
+            "deepgram_base_url": dg.url,
+            "openai_api_key": key,
+            "llm_base_url": llm.base_url,
+            "llm_model": "gpt-bench",
+            "cartesia_api_key": key,
+            "cartesia_url": cartesia.url,
+        }
+        yield CloudProfile(latencies, settings, dg)
+
+
 @dataclass
 class Reply:
     """One measured reply."""
@@ -65,13 +141,16 @@ class BenchResult:
     """Everything one latency run measured."""
 
     profile: str
+    injected: float | None = None
+    """Seconds of service latency the stand-ins inject per reply (cloud profile), plus the VAD's
+    stop time; what is left of a reply's latency is MindBot's (or bare Pipecat's) own time."""
     replies: list[Reply] = field(default_factory=list)
     greetings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def summary(self) -> dict[str, Any]:
         """Percentiles per system and the MindBot/bare ratios."""
-        out: dict[str, Any] = {"profile": self.profile, "systems": {}}
+        out: dict[str, Any] = {"profile": self.profile, "injected": self.injected, "systems": {}}
         names = list(dict.fromkeys(["mindbot", "bare", *(r.system for r in self.replies)]))
         for system in names:
             caller = [r.caller_latency for r in self.replies if r.system == system]
@@ -94,6 +173,8 @@ class BenchResult:
                 "pipeline_p95": _pct(pipeline, 95),
                 "greeting_p50": _pct(self.greetings.get(system, []), 50),
                 "greeting_max": max(self.greetings.get(system, []), default=None),
+                "own_p50": _minus(_pct(caller, 50), self.injected),
+                "own_p95": _minus(_pct(caller, 95), self.injected),
                 "stages_median": {k: statistics.median(v) for k, v in stages.items()},
             }
         keys = ("caller_p50", "caller_p95", "pipeline_p50", "pipeline_p95", "greeting_p50")
@@ -121,6 +202,10 @@ KB_OFF = "mindbot-kb-off"
 """The name of the optional system that is MindBot without a knowledge base."""
 VARIANTS = {STORAGE_OFF: "storage off", KB_OFF: "retrieval off"}
 """MindBot twins that differ in one feature, compared with MindBot in the same run."""
+
+
+def _minus(value: float | None, injected: float | None) -> float | None:
+    return value - injected if value is not None and injected is not None else None
 
 
 def _ratios(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -181,16 +266,11 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
     from pipecat.runner.utils import parse_telephony_websocket
     from pipecat.serializers.twilio import TwilioFrameSerializer
     from pipecat.services.openai.llm import OpenAILLMService
-    from pipecat.services.piper.tts import PiperTTSService
-    from pipecat.services.whisper.stt import WhisperSTTService
-    from pipecat.transcriptions.language import Language
     from pipecat.transports.websocket.fastapi import (
         FastAPIWebsocketParams,
         FastAPIWebsocketTransport,
     )
     from pipecat.workers.runner import WorkerRunner
-
-    from mindbot.services import _packaged_piper_dir, _packaged_whisper_path
 
     app = FastAPI()
     endpoint = bot.services.llm_endpoint
@@ -214,13 +294,7 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
                 ),
             ),
         )
-        stt = WhisperSTTService(
-            device="cpu",
-            compute_type="int8",
-            settings=WhisperSTTService.Settings(
-                model=str(_packaged_whisper_path()), language=Language.EN
-            ),
-        )
+        stt = _bare_stt(bot)
         llm = OpenAILLMService(
             api_key=endpoint.api_key,
             base_url=endpoint.base_url,
@@ -232,10 +306,7 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
             ),
         )
         llm.supports_developer_role = False
-        tts = PiperTTSService(
-            download_dir=_packaged_piper_dir(),
-            settings=PiperTTSService.Settings(voice=settings.piper_voice),
-        )
+        tts = _bare_tts(bot)
         context = LLMContext()
         user, assistant = LLMContextAggregatorPair(
             context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
@@ -265,6 +336,57 @@ def bare_pipecat_app(bot: MindBot, log: _LatencyLog, system_instruction: str) ->
     return app
 
 
+def _bare_stt(bot: MindBot):
+    """Pipecat's own STT service for the bot's provider, configured as Pipecat's docs show."""
+    from pipecat.transcriptions.language import Language
+
+    settings = bot.settings
+    if bot.providers.stt == "deepgram":
+        from pipecat.services.deepgram.stt import DeepgramSTTService
+
+        assert settings.deepgram_api_key is not None
+        return DeepgramSTTService(
+            api_key=settings.deepgram_api_key.get_secret_value(),
+            base_url=settings.deepgram_base_url,
+            settings=DeepgramSTTService.Settings(model=settings.deepgram_model),
+        )
+    from pipecat.services.whisper.stt import WhisperSTTService
+
+    from mindbot.services import _packaged_whisper_path
+
+    return WhisperSTTService(
+        device="cpu",
+        compute_type="int8",
+        settings=WhisperSTTService.Settings(
+            model=str(_packaged_whisper_path()), language=Language.EN
+        ),
+    )
+
+
+def _bare_tts(bot: MindBot):
+    """Pipecat's own TTS service for the bot's provider."""
+    settings = bot.settings
+    if bot.providers.tts == "cartesia":
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+
+        assert settings.cartesia_api_key is not None
+        return CartesiaTTSService(
+            api_key=settings.cartesia_api_key.get_secret_value(),
+            url=settings.cartesia_url,
+            settings=CartesiaTTSService.Settings(
+                voice=settings.cartesia_voice, model=settings.cartesia_model
+            ),
+        )
+    from pipecat.services.piper.tts import PiperTTSService
+
+    from mindbot.services import _packaged_piper_dir
+
+    return PiperTTSService(
+        download_dir=_packaged_piper_dir(),
+        settings=PiperTTSService.Settings(voice=settings.piper_voice),
+    )
+
+
 async def run_latency_bench(
     bot: MindBot,
     run: PipelineRun,
@@ -277,6 +399,7 @@ async def run_latency_bench(
     cache_dir: Path | None = None,
     variants: dict[str, MindBot] | None = None,
     questions: list[str] | None = None,
+    cloud: CloudProfile | None = None,
 ) -> BenchResult:
     """Place ``calls`` simulated calls to each system, alternating, and measure every reply.
 
@@ -288,6 +411,7 @@ async def run_latency_bench(
             (``STORAGE_OFF``, ``KB_OFF``); their calls run as more systems, so the feature on
             and off are compared in the same run.
         questions: What the callers ask (default: ``QUESTIONS``, general knowledge).
+        cloud: The running cloud profile, when ``bot`` (and its twins) use its stand-ins.
     """
     questions = questions or QUESTIONS
     variants = variants or {}
@@ -296,6 +420,14 @@ async def run_latency_bench(
     log = _LatencyLog()
     bot.listeners.append(log)
     result = BenchResult(profile=f"{bot.providers.stt}/{bot.providers.llm}/{bot.providers.tts}")
+    if cloud is not None:
+        result.profile = f"cloud stand-ins ({result.profile})"
+        result.injected = cloud.latencies.total + bot.settings.audio.vad_stop_secs
+
+    def expect(utterances: list[str]) -> None:
+        if cloud is not None:
+            cloud.expect(utterances)
+
     ws_max = bot.settings.max_ws_message_bytes
     systems = {"mindbot": create_app(bot, run)}
     if baseline:
@@ -310,6 +442,7 @@ async def run_latency_bench(
         for n in range(warmup_calls):
             for name, server in servers.items():
                 caller = f"+1555999{n:02d}{len(name):02d}"
+                expect(questions[:1])
                 await simulated_call(
                     server.url,
                     questions[:1],
@@ -323,6 +456,7 @@ async def run_latency_bench(
             for name, server in servers.items():
                 caller = f"+1555{n:03d}{len(name):04d}"
                 asked = [questions[(question + i) % len(questions)] for i in range(turns_per_call)]
+                expect(asked)
                 try:
                     report = await simulated_call(
                         server.url,
@@ -390,6 +524,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{label:40s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}"
             f"{(f'{ratio:.2f}' if ratio else '-'):>8s}"
         )
+    if injected := summary.get("injected"):
+        lines.append(
+            f"injected by the stand-ins, plus the VAD's stop time: {injected:.3f} s a reply; "
+            "what is left is each system's own time:"
+        )
+        for label, key in (("own time p50", "own_p50"), ("own time p95", "own_p95")):
+            lines.append(f"  {label:38s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}")
     for name, compared in summary.get("variants", {}).items():
         off = summary["systems"][name]
         lines.append(f"MindBot with {VARIANTS[name]} ({off['replies']} replies), same run:")

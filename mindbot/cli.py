@@ -110,12 +110,21 @@ async def _bench_latency_run(args: argparse.Namespace) -> None:
     from contextlib import AsyncExitStack
     from pathlib import Path
 
-    from mindbot.bench import KB_OFF, STORAGE_OFF, format_summary, run_latency_bench, write_json
+    from mindbot.bench import (
+        KB_OFF,
+        STORAGE_OFF,
+        cloud_profile,
+        format_summary,
+        run_latency_bench,
+        write_json,
+    )
     from mindbot.runtime import MindBot
 
-    settings = Settings.load(
-        llm_temperature=args.temperature, llm_max_tokens=args.max_tokens, user_idle_secs=0
-    )
+    overrides: dict = {
+        "llm_temperature": args.temperature,
+        "llm_max_tokens": args.max_tokens,
+        "user_idle_secs": 0,
+    }
     configure_logging("WARNING")
     module = _pipeline_module(args.pipeline)
     started: list[MindBot] = []
@@ -128,7 +137,12 @@ async def _bench_latency_run(args: argparse.Namespace) -> None:
 
     async with AsyncExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mindbot-bench-")))
-        if args.scripted_llm:
+        cloud = None
+        if args.profile == "cloud":
+            cloud = await stack.enter_async_context(cloud_profile())
+            overrides |= cloud.settings | {"stt": "deepgram", "tts": "cartesia"}
+        settings = Settings.load(**overrides)
+        if args.scripted_llm and cloud is None:
             from mindbot.standins import ScriptedLLMServer, Text
 
             llm = ScriptedLLMServer(
@@ -138,8 +152,9 @@ async def _bench_latency_run(args: argparse.Namespace) -> None:
             settings = settings.model_copy(
                 update={"llm_base_url": llm.base_url, "llm_model": "scripted"}
             )
-        if args.storage_off_too or args.kb_off_too:
-            # Memory learns between calls on the shared LLM; off, so only one feature differs.
+        if args.storage_off_too or args.kb_off_too or cloud is not None:
+            # Memory learns between calls on the shared LLM (or would ask the scripted one);
+            # off, so that only one feature differs.
             settings = settings.model_copy(update={"memory": False})
         if args.kb_off_too:
             kb_settings = settings.kb.model_copy(
@@ -173,6 +188,7 @@ async def _bench_latency_run(args: argparse.Namespace) -> None:
                 warmup_calls=args.warmup,
                 variants=variants,
                 questions=questions,
+                cloud=cloud,
             )
         finally:
             for each in reversed(started):
@@ -365,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage-off-too",
         action="store_true",
         help="also MindBot with storage off, in the same run (memory off for both)",
+    )
+    latency.add_argument(
+        "--profile",
+        choices=["offline", "cloud"],
+        default="offline",
+        help="offline: the configured services (offline by default); cloud: Deepgram, OpenAI and "
+        "Cartesia stand-ins on loopback with the providers' published latencies injected",
     )
     latency.add_argument(
         "--kb-off-too",
