@@ -134,6 +134,8 @@ class Reply:
     caller_latency: float
     pipeline_latency: float | None
     stages: dict[str, float] = field(default_factory=dict)
+    recorded_latency: float | None = None
+    """The same reply's latency measured again from the call's recording (the check)."""
 
 
 @dataclass
@@ -173,6 +175,14 @@ class BenchResult:
                 "pipeline_p95": _pct(pipeline, 95),
                 "greeting_p50": _pct(self.greetings.get(system, []), 50),
                 "greeting_max": max(self.greetings.get(system, []), default=None),
+                "instrument_max_diff_ms": max(
+                    (
+                        round(abs(r.caller_latency - r.recorded_latency) * 1000, 1)
+                        for r in self.replies
+                        if r.system == system and r.recorded_latency is not None
+                    ),
+                    default=None,
+                ),
                 "own_p50": _minus(_pct(caller, 50), self.injected),
                 "own_p95": _minus(_pct(caller, 95), self.injected),
                 "stages_median": {k: statistics.median(v) for k, v in stages.items()},
@@ -202,6 +212,46 @@ KB_OFF = "mindbot-kb-off"
 """The name of the optional system that is MindBot without a knowledge base."""
 VARIANTS = {STORAGE_OFF: "storage off", KB_OFF: "retrieval off"}
 """MindBot twins that differ in one feature, compared with MindBot in the same run."""
+
+
+def latencies_from_recording(wav: bytes, *, gap: float = 0.6, level: int = 500) -> list[float]:
+    """Voice-to-voice latencies measured again, from a call's two-channel recording alone.
+
+    A check of the call simulator's own figures that shares none of its code: sample by sample
+    rather than over 10 ms RMS windows, from the recording (``PhoneCall.recording``) rather
+    than from the arrival times. The caller's speech is every sample louder than ``level``,
+    grouped into utterances split by ``gap`` seconds of quiet; each latency runs from the end of
+    an utterance to the bot's first sample louder than ``level`` after it.
+
+    Args:
+        wav: A two-channel 16-bit WAV: the caller left, the bot right.
+        gap: Quiet (seconds) that separates two caller utterances.
+        level: The amplitude (16-bit) above which a sample is sound.
+
+    Returns:
+        One latency (seconds) per caller utterance that the bot answered.
+    """
+    import io
+    import wave
+
+    import numpy as np
+
+    with wave.open(io.BytesIO(wav), "rb") as reader:
+        rate = reader.getframerate()
+        frames = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
+    stereo = frames.reshape(-1, 2).astype(np.int32)
+    caller = np.nonzero(np.abs(stereo[:, 0]) > level)[0]
+    bot = np.nonzero(np.abs(stereo[:, 1]) > level)[0]
+    if len(caller) == 0:
+        return []
+    breaks = np.nonzero(np.diff(caller) > gap * rate)[0]
+    ends = [*caller[breaks], caller[-1]]
+    latencies = []
+    for end in ends:
+        after = bot[bot > end]
+        if len(after):
+            latencies.append(float(after[0] - end) / rate)
+    return latencies
 
 
 def _minus(value: float | None, injected: float | None) -> float | None:
@@ -464,6 +514,7 @@ async def run_latency_bench(
                         from_number=caller,
                         cache_dir=cache_dir,
                         transcribe_replies=False,
+                        keep_recording=True,
                     )
                 except TimeoutError as e:
                     logger.warning(f"bench: a {name} call failed: {e}")
@@ -472,6 +523,9 @@ async def run_latency_bench(
                 await asyncio.sleep(0.5)  # let the session report its last latency
                 result.greetings[name].append(report.greeting.latency or 0.0)
                 reports = log.by_caller.pop(caller, [])
+                recorded = latencies_from_recording(report.recording or b"")
+                if len(recorded) != len(report.turns):
+                    recorded = []  # utterances not told apart: no check rather than a wrong one
                 for i, turn in enumerate(report.turns):
                     pipeline = reports[i] if i < len(reports) else None
                     result.replies.append(
@@ -481,6 +535,7 @@ async def run_latency_bench(
                             caller_latency=turn.latency or 0.0,
                             pipeline_latency=pipeline.seconds if pipeline else None,
                             stages=pipeline.stages if pipeline else {},
+                            recorded_latency=recorded[i] if recorded else None,
                         )
                     )
                 print(
@@ -524,6 +579,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{label:40s}{cell(m[key]):>12s}{cell(b.get(key)):>12s}"
             f"{(f'{ratio:.2f}' if ratio else '-'):>8s}"
         )
+    lines.append(
+        "the instrument, checked against the call recordings: largest difference "
+        + ", ".join(
+            f"{name} {v['instrument_max_diff_ms']} ms"
+            for name, v in summary["systems"].items()
+            if v.get("instrument_max_diff_ms") is not None
+        )
+    )
     if injected := summary.get("injected"):
         lines.append(
             f"injected by the stand-ins, plus the VAD's stop time: {injected:.3f} s a reply; "

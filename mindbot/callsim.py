@@ -109,7 +109,7 @@ class PhoneCall:
         self._sent_frames = 0
         self._send_times: list[float] = []
         self._frame_sent = asyncio.Condition()
-        self._caller_pcm = bytearray()
+        self._caller: list[tuple[float, bytes]] = []  # (sent at, PCM) per frame
         self._bot: list[_Chunk] = []
         self._bot_arrived = asyncio.Condition()
         self._tasks: list[asyncio.Task] = []
@@ -234,7 +234,7 @@ class PhoneCall:
                     }
                 )
                 self._send_times.append(self.now())
-                self._caller_pcm += ulaw_to_pcm(frame)
+                self._caller.append((self._send_times[-1], ulaw_to_pcm(frame)))
                 async with self._frame_sent:
                     self._sent_frames += 1
                     self._frame_sent.notify_all()
@@ -339,17 +339,21 @@ class PhoneCall:
     # --- Recording -----------------------------------------------------------------------------
 
     def recording(self) -> bytes:
-        """The call as a two-channel 8 kHz WAV: the caller left, the bot right (by arrival)."""
-        length = len(self._caller_pcm) // 2
-        for chunk in self._bot:
-            length = max(length, int(chunk.at * RATE) + len(chunk.pcm) // 2)
+        """The call as a two-channel 8 kHz WAV: the caller left, the bot right.
+
+        Each 20 ms frame sits where it happened: a caller frame when it was sent (as it is
+        sent once its 20 ms have been spoken, it ends there), a bot frame when it arrived. So
+        latencies can be measured again from the recording alone, as a check of ``say`` and
+        ``wait_for_bot_speech`` (``mindbot.bench.latencies_from_recording``).
+        """
+        caller_at = [(max(0, int((at - FRAME_SECS) * RATE)), pcm) for at, pcm in self._caller]
+        bot_at = [(int(chunk.at * RATE), chunk.pcm) for chunk in self._bot]
+        length = max((start + len(pcm) // 2 for start, pcm in caller_at + bot_at), default=0)
         stereo = np.zeros((length, 2), dtype=np.int16)
-        caller = np.frombuffer(bytes(self._caller_pcm), dtype=np.int16)
-        stereo[: len(caller), 0] = caller
-        for chunk in self._bot:
-            samples = np.frombuffer(chunk.pcm, dtype=np.int16)
-            start = int(chunk.at * RATE)
-            stereo[start : start + len(samples), 1] = samples
+        for channel, placed in ((0, caller_at), (1, bot_at)):
+            for start, pcm in placed:
+                samples = np.frombuffer(pcm, dtype=np.int16)
+                stereo[start : start + len(samples), channel] = samples
         return wav_bytes(stereo.tobytes(), RATE, channels=2)
 
     def save_recording(self, path: str | Path) -> None:

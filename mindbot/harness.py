@@ -47,6 +47,8 @@ class CallReport:
 
     greeting: Exchange
     turns: list[Exchange] = field(default_factory=list)
+    recording: bytes | None = None
+    """The call as a two-channel WAV (caller left, bot right), when asked for."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -106,6 +108,7 @@ async def simulated_call(
     cache_dir: Path | None = DEFAULT_VOICE_CACHE,
     transcribe_replies: bool = True,
     reply_timeout: float = 20.0,
+    keep_recording: bool = False,
 ) -> CallReport:
     """Call a bot's Media Streams websocket, wait for its greeting, and say each utterance.
 
@@ -117,6 +120,7 @@ async def simulated_call(
         cache_dir: Where synthesized caller utterances are cached.
         transcribe_replies: Transcribe the bot's speech with Whisper.
         reply_timeout: How long to wait for each reply.
+        keep_recording: Keep the call's two-channel recording in the report.
     """
     from mindbot.speech import synthesize, transcribe
 
@@ -134,4 +138,6 @@ async def simulated_call(
             reply = await call.wait_for_bot_speech(after=spoken_at, timeout=reply_timeout)
             heard = await asyncio.to_thread(hear, reply)
             report.turns.append(Exchange(text, heard, reply.latency, reply))
+        if keep_recording:
+            report.recording = call.recording()
     return report
