@@ -9,6 +9,15 @@ against it unchanged::
 Speech is detected by RMS energy over 20 ms windows of the linear16 audio. After about 0.3 s of
 speech it sends one interim ``Results``; the utterance ends on ``Finalize`` or after
 ``endpointing`` ms of silence, and a final ``Results`` follows ``final_delay`` seconds later.
+
+Scripted transcripts may carry the language they are "spoken" in, as ``(text, language)``::
+
+    dg.add_transcripts("what's the weather", ("hola, ¿qué tal?", "es"))
+
+With ``language=multi`` in the query (Deepgram's multilingual code-switching), each alternative
+carries ``languages: [detected]`` and each word its ``language``, as Deepgram reports them; the
+detected language is the utterance's scripted one, else the stand-in's ``language``, else
+``en``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ INTERIM_AFTER_SECS = 0.3
 MIN_SPEECH_SECS = 0.1
 DEFAULT_ENDPOINTING_MS = 300
 DEFAULT_TRANSCRIPT = "hello"
+DEFAULT_LANGUAGE = "en"
+MULTILINGUAL = "multi"
+
+Transcript = str | tuple[str, str]
+"""A scripted transcript: its text, or ``(text, language)`` with a BCP-47 language tag."""
 
 
 def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
@@ -39,6 +53,13 @@ def _flag(query: dict[str, list[str]], name: str, default: bool) -> bool:
     if not values:
         return default
     return values[-1].strip().lower() == "true"
+
+
+def _scripted(transcript: Transcript) -> tuple[str, str | None]:
+    if isinstance(transcript, tuple):
+        text, language = transcript
+        return str(text), str(language) if language else None
+    return str(transcript), None
 
 
 def _int(query: dict[str, list[str]], name: str, default: int | None) -> int | None:
@@ -79,6 +100,7 @@ class _Session:
         self.request_id = str(uuid.uuid4())
         self.sample_rate = _int(query, "sample_rate", 16000) or 16000
         self.model = (query.get("model") or ["nova-3-general"])[-1]
+        self.multilingual = (query.get("language") or [""])[-1].strip().lower() == MULTILINGUAL
         endpointing = (query.get("endpointing") or [""])[-1].strip().lower()
         self.endpointing_secs: float | None = None
         if endpointing != "false":
@@ -156,7 +178,7 @@ class _Session:
     def _queue_interim(self, utt: _Utterance) -> None:
         owner = self.owner
         start, duration = utt.start, self.stream_secs - utt.start
-        peek = owner._peek_transcript()
+        peek, language = owner._peek_transcript()
         pcm = bytes(utt.pcm)
 
         async def build() -> dict[str, Any] | None:
@@ -165,7 +187,7 @@ class _Session:
             if not words:
                 return None
             partial = " ".join(words[: max(1, len(words) // 2)])
-            return self._results(partial, start, duration, is_final=False)
+            return self._results(partial, start, duration, is_final=False, language=language)
 
         self.outbox.put_nowait(_Outgoing(asyncio.get_running_loop().time(), build))
 
@@ -173,11 +195,12 @@ class _Session:
         utt, self.utterance = self.utterance, None
         if utt is not None and utt.speech_secs < MIN_SPEECH_SECS:
             utt = None
+        language: str | None = None
         if utt is None:
             start, duration, pcm, text = self.stream_secs, 0.0, b"", ""
         else:
             start, duration, pcm = utt.start, self.stream_secs - utt.start, bytes(utt.pcm)
-            text = self.owner._take_transcript()
+            text, language = self.owner._take_transcript()
         owner = self.owner
         heard = utt is not None
 
@@ -192,6 +215,7 @@ class _Session:
                 is_final=True,
                 speech_final=not from_finalize,
                 from_finalize=from_finalize,
+                language=language,
             )
             owner.finals.append(msg)
             return msg
@@ -211,7 +235,9 @@ class _Session:
         is_final: bool,
         speech_final: bool = False,
         from_finalize: bool = False,
+        language: str | None = None,
     ) -> dict[str, Any]:
+        detected = self._detected(language)
         tokens = text.split()
         step = duration / len(tokens) if tokens else 0.0
         words = [
@@ -224,13 +250,16 @@ class _Session:
             }
             for i, token in enumerate(tokens)
         ]
+        if detected and self.multilingual:
+            for word in words:
+                word["language"] = detected
         alternative: dict[str, Any] = {
             "transcript": text,
             "confidence": 0.99 if text else 0.0,
             "words": words,
         }
-        if self.owner.language:
-            alternative["languages"] = [self.owner.language]
+        if detected:
+            alternative["languages"] = [detected]
         return {
             "type": "Results",
             "channel_index": [0, 1],
@@ -246,6 +275,18 @@ class _Session:
                 "model_uuid": "00000000-0000-0000-0000-000000000000",
             },
         }
+
+    def _detected(self, language: str | None) -> str | None:
+        """The language the Results reports, if any.
+
+        Deepgram reports languages only with ``language=multi``; a stand-in built with a
+        ``language`` reports it on every Results, as it always has.
+        """
+        if self.multilingual:
+            return language or self.owner.language or DEFAULT_LANGUAGE
+        if self.owner.language:
+            return language or self.owner.language
+        return None
 
     def _enqueue(self, delay: float, msg: dict[str, Any], *, close_after: bool = False) -> None:
         async def build() -> dict[str, Any]:
@@ -329,7 +370,7 @@ class DeepgramStandIn(WebSocketStandIn):
     def __init__(
         self,
         *,
-        transcripts: list[str] | None = None,
+        transcripts: list[Transcript] | None = None,
         transcriber: Callable[[bytes, int], str] | None = None,
         final_delay: float = 0.0,
         interim_results: bool = True,
@@ -340,19 +381,22 @@ class DeepgramStandIn(WebSocketStandIn):
         """Initialize the stand-in (call ``start()`` or use ``async with``).
 
         Args:
-            transcripts: Final transcripts to hand out, one per utterance, in order.
+            transcripts: Final transcripts to hand out, one per utterance, in order; each a
+                text or ``(text, language)``.
             transcriber: Used when ``transcripts`` is exhausted or not given: called (in a
                 thread) with the utterance's PCM s16le bytes and its sample rate.
             final_delay: Seconds between the end of an utterance and its final Results.
             interim_results: Send one interim Results per utterance, if the client also asked
                 for ``interim_results=true``.
             api_key: If set, the handshake needs ``Authorization: Token <api_key>``.
-            language: If set, each alternative carries ``languages: [language]``.
+            language: If set, each alternative carries ``languages: [language]`` (an
+                utterance's scripted language wins); with ``language=multi`` in the query it is
+                the language detected when an utterance has none (default ``en``).
             speech_threshold: RMS level (of 16-bit samples) above which a 20 ms window is
                 speech.
         """
         super().__init__()
-        self._transcripts = list(transcripts or [])
+        self._transcripts = [_scripted(t) for t in transcripts or []]
         self._transcriber = transcriber
         self.final_delay = final_delay
         self.interim_results = interim_results
@@ -368,13 +412,14 @@ class DeepgramStandIn(WebSocketStandIn):
         """The ``base_url`` for ``DeepgramSTTService`` (no path: the SDK adds /v1/listen)."""
         return f"ws://127.0.0.1:{self.port}"
 
-    def add_transcripts(self, *transcripts: str) -> None:
+    def add_transcripts(self, *transcripts: Transcript) -> None:
         """Queue more final transcripts.
 
         Args:
-            *transcripts: Transcripts for the next utterances, in order.
+            *transcripts: Transcripts for the next utterances, in order: a text, or
+                ``(text, language)`` for an utterance in that language.
         """
-        self._transcripts.extend(transcripts)
+        self._transcripts.extend(_scripted(t) for t in transcripts)
 
     def _check_auth(self, headers: dict[str, str]) -> bool:
         if self._api_key is None:
@@ -390,19 +435,19 @@ class DeepgramStandIn(WebSocketStandIn):
             return f"Invalid sample_rate {query.get('sample_rate')!r}"
         return None
 
-    def _peek_transcript(self) -> str | None:
+    def _peek_transcript(self) -> tuple[str | None, str | None]:
         if self._transcripts:
             return self._transcripts[0]
         if self._transcriber is None:
-            return DEFAULT_TRANSCRIPT
-        return None
+            return DEFAULT_TRANSCRIPT, None
+        return None, None
 
-    def _take_transcript(self) -> str | None:
+    def _take_transcript(self) -> tuple[str | None, str | None]:
         if self._transcripts:
             return self._transcripts.pop(0)
         if self._transcriber is None:
-            return DEFAULT_TRANSCRIPT
-        return None
+            return DEFAULT_TRANSCRIPT, None
+        return None, None
 
     async def _transcribe(self, pcm: bytes, sample_rate: int) -> str:
         if self._transcriber is None:
