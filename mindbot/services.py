@@ -10,7 +10,7 @@ a missing extra matters only if that provider is chosen.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
-from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_start import (
+    BaseUserTurnStartStrategy,
+    MinWordsUserTurnStartStrategy,
+    TranscriptionUserTurnStartStrategy,
+    VADUserTurnStartStrategy,
+    WakePhraseUserTurnStartStrategy,
+)
 from pipecat.turns.user_stop import (
     SpeechTimeoutUserTurnStopStrategy,
     TurnAnalyzerUserTurnStopStrategy,
@@ -34,8 +40,10 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.utils.context.llm_context_summarization import LLMAutoContextSummarizationConfig
 
+from mindbot.audio_settings import AudioSettings, matchable_wake_phrases
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
+from mindbot.vocabulary import deepgram_keyterms, merge_terms, whisper_prompt
 
 
 @dataclass(frozen=True)
@@ -160,14 +168,19 @@ class ServiceFactory:
         """Whether the LLM is the llama.cpp server MindBot runs itself."""
         return self.providers.llm == "local" and not self.settings.llm_base_url
 
-    def stt(self, *, language: str = "en") -> STTService:
+    def stt(self, *, language: str = "en", vocabulary: Sequence[str] = ()) -> STTService:
         """A speech-to-text service for one session.
 
         Args:
             language: ISO 639-1 code of what the caller speaks. The packaged Whisper model
                 (tiny.en) understands English only, so offline it stays English.
+            vocabulary: Terms the caller is likely to say (their name, places, product
+                names; see ``mindbot.vocabulary``), most important first. They follow the
+                deployment's ``audio.vocabulary`` and wake phrases, and go to Deepgram as
+                keyterms or to Whisper as hotwords, cut to what each accepts.
         """
         s = self.settings
+        terms = merge_terms(s.audio.vocabulary, s.audio.wake_phrases, vocabulary)
         if self.providers.stt == "deepgram":
             from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -176,14 +189,24 @@ class ServiceFactory:
                 api_key=s.deepgram_api_key.get_secret_value(),
                 base_url=s.deepgram_base_url,
                 settings=DeepgramSTTService.Settings(
-                    model=s.deepgram_model, language=Language(language), interim_results=True
+                    model=s.deepgram_model,
+                    language=Language(language),
+                    interim_results=True,
+                    keyterm=deepgram_keyterms(terms) or None,
                 ),
             )
+        from pipecat.services.whisper.stt import WhisperSTTService
+
         from mindbot.local_services import SharedWhisperSTTService
 
         if language != "en":
             logger.info(f"Whisper tiny.en is English-only; {language!r} is heard as English")
-        return SharedWhisperSTTService(model=self.models.whisper())
+        return SharedWhisperSTTService(
+            model=self.models.whisper(),
+            settings=WhisperSTTService.Settings(
+                model="shared", language=Language.EN, hotwords=whisper_prompt(terms) or None
+            ),
+        )
 
     def llm(self, *, system_instruction: str) -> LLMService:
         """An LLM service for one session, speaking to an OpenAI-compatible endpoint.
@@ -248,30 +271,42 @@ class ServiceFactory:
             voice=self.models.piper(), voice_name=s.piper_voice, speed=speed
         )
 
-    def user_params(self) -> LLMUserAggregatorParams:
-        """The user aggregator's parameters: Silero VAD, smart-turn end of turn, barge-in."""
+    def user_params(self, *, wake_phrases: Sequence[str] = ()) -> LLMUserAggregatorParams:
+        """The user aggregator's parameters: Silero VAD, end of turn, barge-in, wake phrases.
+
+        All from the ``audio`` settings. With wake phrases (the deployment's plus
+        ``wake_phrases``), nothing the caller says is answered until they say one; after
+        ``audio.wake_timeout_secs`` without activity the bot waits for a phrase again. The
+        strategy is ``params.user_turn_strategies.start[0]`` (see ``wake_strategy``); its
+        events are ``on_wake_phrase_detected(strategy, phrase)`` and
+        ``on_wake_phrase_timeout(strategy)``.
+
+        Args:
+            wake_phrases: The caller's own wake phrases, if any (unusable ones are dropped).
+        """
         from mindbot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 
         s = self.settings
+        audio = s.audio
         vad = SharedSileroVADAnalyzer(
             session=self.models.silero_session(),
             params=VADParams(
-                confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
+                confidence=audio.vad_confidence,
+                start_secs=audio.vad_start_secs,
+                stop_secs=audio.vad_stop_secs,
             ),
         )
-        if s.smart_turn:
+        if audio.smart_turn:
             stop = TurnAnalyzerUserTurnStopStrategy(
                 turn_analyzer=SharedSmartTurnAnalyzer(session=self.models.smart_turn_session())
             )
         else:
             stop = SpeechTimeoutUserTurnStopStrategy()
+        start = start_strategies(audio, wake_phrases=wake_phrases)
         return LLMUserAggregatorParams(
             vad_analyzer=vad,
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-                stop=[stop],
-            ),
-            user_turn_stop_timeout=s.user_turn_stop_timeout,
+            user_turn_strategies=UserTurnStrategies(start=start, stop=[stop]),
+            user_turn_stop_timeout=audio.user_turn_stop_timeout,
             user_idle_timeout=s.user_idle_secs,
         )
 
@@ -288,6 +323,48 @@ class ServiceFactory:
                 max_unsummarized_messages=s.context_max_messages,
             ),
         )
+
+
+def start_strategies(
+    audio: AudioSettings, *, wake_phrases: Sequence[str] = ()
+) -> list[BaseUserTurnStartStrategy]:
+    """The user-turn start strategies for the audio settings' barge-in policy and wake phrases.
+
+    ``always``: a turn starts (and interrupts the bot) as soon as VAD hears speech or a
+    transcript arrives. ``min_words``: while the bot speaks, only a transcript of
+    ``barge_in_min_words`` words starts a turn (shorter ones are dropped, so a cough or "uh-huh"
+    does not cut the bot off); while it is silent, one word does. ``never``: turns start as
+    with ``always`` but never interrupt the bot. A wake-phrase strategy, when there are
+    phrases, goes first and holds every other strategy back until a phrase is heard.
+
+    Args:
+        audio: The audio settings.
+        wake_phrases: Wake phrases added to the deployment's (e.g. the caller's own).
+    """
+    if audio.barge_in == "min_words":
+        start: list[BaseUserTurnStartStrategy] = [
+            MinWordsUserTurnStartStrategy(min_words=audio.barge_in_min_words)
+        ]
+    else:
+        interrupt = audio.barge_in == "always"
+        start = [
+            VADUserTurnStartStrategy(enable_interruptions=interrupt),
+            TranscriptionUserTurnStartStrategy(enable_interruptions=interrupt),
+        ]
+    phrases = matchable_wake_phrases([*audio.wake_phrases, *wake_phrases])
+    if phrases:
+        wake = WakePhraseUserTurnStartStrategy(phrases=phrases, timeout=audio.wake_timeout_secs)
+        start.insert(0, wake)
+    return start
+
+
+def wake_strategy(params: LLMUserAggregatorParams) -> WakePhraseUserTurnStartStrategy | None:
+    """The wake-phrase strategy of ``user_params()``, for its events; ``None`` without one."""
+    strategies = params.user_turn_strategies
+    for strategy in strategies.start if strategies and strategies.start else ():
+        if isinstance(strategy, WakePhraseUserTurnStartStrategy):
+            return strategy
+    return None
 
 
 def _packaged_whisper_path() -> Path:

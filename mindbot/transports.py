@@ -1,22 +1,31 @@
-"""Building the transports MindBot speaks: Twilio Media Streams, SmallWebRTC and Daily."""
+"""Building the transports MindBot speaks: Twilio Media Streams, SmallWebRTC and Daily.
+
+Each transport gets the ``audio`` settings' input noise filter (a fresh one per session: a
+filter holds one stream's state) and output volume.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import numpy as np
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.frames.frames import Frame
+from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
+from pipecat.frames.frames import FilterControlFrame, Frame
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
+from mindbot.audio_settings import AudioSettings
 from mindbot.config import Settings
 from mindbot.errors import ProtocolError
 from mindbot.session import Call
 
+HEADROOM = 2
+"""How much quieter the input filter gets the audio (then the output is made as much louder)."""
 TWILIO_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 HANDSHAKE_TIMEOUT_SECS = 10.0
 
@@ -59,6 +68,92 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
             self._hangup_attempted = True  # the caller hung up: nothing to hang up
             return None
         return await super().deserialize(data)
+
+
+class GuardedAudioFilter(BaseAudioFilter):
+    """An input audio filter that can never stop the transport's audio.
+
+    The input transport calls its filter on every frame, in the task that carries the caller's
+    audio: an exception there ends that task and the bot goes deaf. This wrapper hands the
+    wrapped filter whole 16-bit samples only (a stray odd byte waits for the next frame), and
+    if the filter raises anyway, logs it once and passes audio through unfiltered from then on.
+
+    It also gives the filter 6 dB of headroom: RNNoise can return samples louder than it was
+    given, and pyrnnoise casts them to 16 bits without clipping, so loud speech came back with
+    wrapped-around clicks (480 in 4 s of clipped speech). Halving the input and doubling the
+    output, clipped, leaves none.
+
+    Args:
+        inner: The filter to guard (e.g. Pipecat's ``RNNoiseFilter``).
+    """
+
+    def __init__(self, inner: BaseAudioFilter):
+        self._inner = inner
+        self._carry = b""
+        self._failed = False
+
+    @property
+    def inner(self) -> BaseAudioFilter:
+        """The guarded filter."""
+        return self._inner
+
+    async def start(self, sample_rate: int):
+        """Start the guarded filter at the transport's input rate."""
+        try:
+            await self._inner.start(sample_rate)
+        except Exception as e:
+            self._fail("start", e)
+
+    async def stop(self):
+        """Stop the guarded filter."""
+        try:
+            await self._inner.stop()
+        except Exception as e:
+            self._fail("stop", e)
+
+    async def process_frame(self, frame: FilterControlFrame):
+        """Pass a control frame (e.g. ``FilterEnableFrame``) to the guarded filter."""
+        try:
+            await self._inner.process_frame(frame)
+        except Exception as e:
+            self._fail("process_frame", e)
+
+    async def filter(self, audio: bytes) -> bytes:
+        """Filter whole samples of ``audio``; on failure, return it as it came."""
+        audio = self._carry + audio
+        cut = len(audio) - len(audio) % 2
+        audio, self._carry = audio[:cut], audio[cut:]
+        if self._failed or not audio:
+            return audio
+        try:
+            quieter = (np.frombuffer(audio, dtype=np.int16) // HEADROOM).astype(np.int16)
+            filtered = await self._inner.filter(quieter.tobytes())
+            louder = np.frombuffer(filtered, dtype=np.int16).astype(np.int32) * HEADROOM
+            return np.clip(louder, -32768, 32767).astype(np.int16).tobytes()
+        except Exception as e:
+            self._fail("filter", e)
+            return audio
+
+    def _fail(self, step: str, error: Exception) -> None:
+        if not self._failed:
+            logger.warning(
+                f"{self._inner.__class__.__name__}.{step} failed "
+                f"({error.__class__.__name__}: {error}); input audio is no longer filtered"
+            )
+        self._failed = True
+
+
+def audio_in_filter(audio: AudioSettings) -> BaseAudioFilter | None:
+    """A new input filter for one session's transport, as ``audio.noise_filter`` says.
+
+    Args:
+        audio: The audio settings.
+    """
+    if audio.noise_filter == "rnnoise":
+        from pipecat.audio.filters.rnnoise_filter import RNNoiseFilter
+
+        return GuardedAudioFilter(RNNoiseFilter())
+    return None
 
 
 async def accept_twilio_call(websocket: WebSocket) -> Call | None:
@@ -120,29 +215,56 @@ def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> Ba
             audio_out_enabled=True,
             add_wav_header=False,
             serializer=serializer,
+            audio_in_filter=audio_in_filter(settings.audio),
+            audio_out_volume=settings.audio.output_volume,
         ),
     )
 
 
-def webrtc_transport(connection) -> BaseTransport:
-    """A SmallWebRTC transport on a negotiated peer connection."""
+def webrtc_transport(connection, audio: AudioSettings | None = None) -> BaseTransport:
+    """A SmallWebRTC transport on a negotiated peer connection.
+
+    Args:
+        connection: The negotiated ``SmallWebRTCConnection``.
+        audio: The audio settings (noise filter, output volume); default: the defaults.
+    """
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
+    audio = audio or AudioSettings()
     return SmallWebRTCTransport(
         webrtc_connection=connection,
-        params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+        params=TransportParams(
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            audio_in_filter=audio_in_filter(audio),
+            audio_out_volume=audio.output_volume,
+        ),
     )
 
 
-def daily_transport(room_url: str, token: str | None) -> BaseTransport:
-    """A Daily transport that joins ``room_url`` as "MindBot"."""
+def daily_transport(
+    room_url: str, token: str | None, audio: AudioSettings | None = None
+) -> BaseTransport:
+    """A Daily transport that joins ``room_url`` as "MindBot".
+
+    Args:
+        room_url: The room to join.
+        token: A meeting token, if the room needs one.
+        audio: The audio settings (noise filter, output volume); default: the defaults.
+    """
     from pipecat.transports.daily.transport import DailyParams, DailyTransport
 
+    audio = audio or AudioSettings()
     return DailyTransport(
         room_url,
         token,
         "MindBot",
-        params=DailyParams(audio_in_enabled=True, audio_out_enabled=True),
+        params=DailyParams(
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            audio_in_filter=audio_in_filter(audio),
+            audio_out_volume=audio.output_volume,
+        ),
     )
 
 

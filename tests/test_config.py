@@ -43,10 +43,10 @@ def test_an_openai_compatible_endpoint_needs_no_key():
 
 
 def test_settings_come_from_mindbot_variables(monkeypatch):
-    monkeypatch.setenv("MINDBOT_VAD_STOP_SECS", "0.35")
+    monkeypatch.setenv("MINDBOT_AUDIO__VAD_STOP_SECS", "0.35")
     monkeypatch.setenv("MINDBOT_OPENAI_API_KEY", "sk-secret")
     settings = Settings.load(_env_file=None)
-    assert settings.vad_stop_secs == 0.35
+    assert settings.audio.vad_stop_secs == 0.35
     assert "sk-secret" not in repr(settings)
 
 
@@ -59,11 +59,11 @@ def test_an_invalid_value_is_one_line_naming_the_variable(monkeypatch):
 
 
 def test_several_invalid_values_are_all_named(monkeypatch):
-    monkeypatch.setenv("MINDBOT_VAD_CONFIDENCE", "2")
+    monkeypatch.setenv("MINDBOT_AUDIO__VAD_CONFIDENCE", "2")
     monkeypatch.setenv("MINDBOT_TTS", "espeak")
     with pytest.raises(ConfigError) as error:
         Settings.load(_env_file=None)
-    assert "MINDBOT_VAD_CONFIDENCE" in str(error.value)
+    assert "MINDBOT_AUDIO__VAD_CONFIDENCE" in str(error.value)
     assert "MINDBOT_TTS" in str(error.value)
 
 
