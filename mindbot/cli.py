@@ -199,6 +199,19 @@ async def _bench_latency_run(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _bench_plot(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mindbot.bench_plots import load_results, plot_results
+
+    try:
+        data = load_results(Path(args.results))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    for path in plot_results(data, Path(args.out)):
+        print(f"wrote {path}")
+
+
 def _spoken_questions(eval_file) -> list[str]:
     """The evaluation set's answerable questions, as a caller would say them in one breath."""
     from mindbot.kb.knowledge import load_eval_items
@@ -406,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)
+    plot = benches.add_parser("plot", help="PNG plots of a latency run's --json results")
+    plot.add_argument("results", help="the JSON written by `mindbot bench latency --json`")
+    plot.add_argument("--out", default="bench-results/plots", help="folder for the PNG files")
+    plot.set_defaults(handler=_bench_plot)
 
     export = commands.add_parser("export", help="export everything stored about a user")
     export.add_argument("--user", required=True, help="user id, phone number or client user id")
