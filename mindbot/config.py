@@ -139,6 +139,18 @@ class Settings(BaseSettings):
     cartesia_voice: str = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
     cartesia_model: str = "sonic-3"
 
+    # --- Voices and languages (mindbot/voices.py) -----------------------------------------
+    voices_file: Path | None = Field(
+        default=None,
+        description="More voices (same format as mindbot/voices/*.yaml); a voice with the same "
+        "id or name replaces a shipped one.",
+    )
+    language_switching: bool = Field(
+        default=True,
+        description="With Deepgram, listen in any language (language=multi) and answer in the "
+        "caller's; offline (Whisper tiny.en) callers are heard in English.",
+    )
+
     # --- Offline models -----------------------------------------------------------------------
     whisper_model_path: Path | None = Field(
         default=None,

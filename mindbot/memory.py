@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +27,11 @@ from mindbot.preferences import (
     LANGUAGES,
     RATE_PREFERENCE,
     VOICE_PREFERENCE,
+    WAKE_PHRASE_PREFERENCE,
     parse_language,
     parse_rate,
     parse_voice,
+    parse_wake_phrase,
 )
 from mindbot.storage import MemoryRecord, Storage
 
@@ -121,10 +124,21 @@ class MemoryService:
         storage: Where memories live.
         token_budget: The most memory text (in tokens, about 4 characters each) to recall.
         ttl_days: How long a memory is kept.
+        resolve_voice: A voice name or id → the TTS provider's voice id, or None when the
+            voice catalog does not know it (``VoiceCatalog.resolver``); without it, any
+            well-formed voice is stored.
     """
 
-    def __init__(self, storage: Storage, *, token_budget: int = 300, ttl_days: int = 180):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        token_budget: int = 300,
+        ttl_days: int = 180,
+        resolve_voice: Callable[[str], str | None] | None = None,
+    ):
         self._storage = storage
+        self._resolve_voice = resolve_voice
         self._budget_chars = token_budget * 4
         self._ttl = timedelta(days=ttl_days)
 
@@ -140,7 +154,8 @@ class MemoryService:
 
     def set_preference(self, user_id: int, preference: str, value: str) -> dict[str, Any]:
         """Set a preference (``name``, ``memory``, ``timezone``, ``speaking_rate``, ``language``,
-        ``voice``) from what the caller said; an error result if the value is invalid."""
+        ``voice``, ``wake_phrase``) from what the caller said; an error result if the value is
+        invalid."""
         value = " ".join(str(value).split())
         if preference == NAME_PREFERENCE:
             if not 0 < len(value) <= 40:
@@ -174,13 +189,24 @@ class MemoryService:
             return {LANGUAGE_PREFERENCE: LANGUAGES[code], "applies": "from the next call"}
         if preference == VOICE_PREFERENCE:
             voice = parse_voice(value)
+            if voice is not None and self._resolve_voice is not None:
+                voice = self._resolve_voice(voice)
             if voice is None:
-                return {"error": "a voice must be a voice id or name without spaces"}
+                return {"error": f"there is no voice called {str(value)[:40]!r}"}
             self._storage.set_preference(user_id, VOICE_PREFERENCE, voice)
             return {VOICE_PREFERENCE: voice, "applies": "from the next call"}
+        if preference == WAKE_PHRASE_PREFERENCE:
+            if value.strip().lower() in ("", "none", "off"):
+                self._storage.set_preference(user_id, WAKE_PHRASE_PREFERENCE, None)
+                return {WAKE_PHRASE_PREFERENCE: "none", "applies": "from the next call"}
+            phrase = parse_wake_phrase(value)
+            if phrase is None:
+                return {"error": "a wake phrase must be two to six words"}
+            self._storage.set_preference(user_id, WAKE_PHRASE_PREFERENCE, phrase)
+            return {WAKE_PHRASE_PREFERENCE: phrase, "applies": "from the next call"}
         return {
             "error": f"unknown preference {preference[:40]!r}; known: name, memory, timezone, "
-            "speaking_rate, language, voice"
+            "speaking_rate, language, voice, wake_phrase"
         }
 
     def forget(self, user_id: int, about: str) -> int:
@@ -335,8 +361,9 @@ def memory_tools(memory: MemoryService, user_id: int, session_id: str, *, enable
             preference: "name" (what to call the caller), "memory" ("on" or "off": whether
                 you remember them from one call to the next), "timezone" (an IANA name such
                 as "Europe/London", for times and dates), "speaking_rate" ("slow", "normal" or
-                "fast"), "language" (e.g. "Spanish") or "voice" (a voice id); the last three
-                apply from the caller's next call.
+                "fast"), "language" (e.g. "Spanish"), "voice" (a voice's name or id) or
+                "wake_phrase" (what they say to wake you, e.g. "hey mindbot", or "none"); the
+                last four apply from the caller's next call.
             value: The new value.
         """
         result = await asyncio.to_thread(memory.set_preference, user_id, preference, value)

@@ -14,6 +14,7 @@ from typing import Any
 VOICE_PREFERENCE = "voice"
 RATE_PREFERENCE = "speaking_rate"
 LANGUAGE_PREFERENCE = "language"
+WAKE_PHRASE_PREFERENCE = "wake_phrase"
 
 #: Languages a caller may choose, by ISO 639-1 code (Deepgram, OpenAI and Cartesia speak them).
 LANGUAGES = {
@@ -38,6 +39,7 @@ LANGUAGES = {
 RATES = {"slow": 0.85, "slower": 0.85, "normal": 1.0, "fast": 1.15, "faster": 1.15}
 MIN_RATE, MAX_RATE = 0.6, 1.5  # Cartesia's range for generation_config.speed
 MAX_VOICE_CHARS = 100
+MAX_WAKE_PHRASE_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,27 @@ def parse_language(value: Any) -> str | None:
 
 
 def parse_voice(value: Any) -> str | None:
-    """A voice id (a provider's id or name: printable, no spaces, at most 100 chars); else None."""
-    text = str(value).strip()
-    if not text or len(text) > MAX_VOICE_CHARS or not text.isprintable() or " " in text:
+    """A voice: a provider's id or a name from the voice catalog ("British Reading Lady").
+
+    Printable, at most 100 characters, spaces collapsed; else None. Whether the TTS knows it is
+    decided when a session starts (``mindbot.voices.catalog_speech_style``): an unknown name
+    falls back to the persona's voice.
+    """
+    text = " ".join(str(value).split())
+    if not text or len(text) > MAX_VOICE_CHARS or not text.isprintable():
+        return None
+    return text
+
+
+def parse_wake_phrase(value: Any) -> str | None:
+    """A wake phrase: two to six words, printable, at most 60 characters; else None.
+
+    One word ("computer") wakes the bot on too much ordinary speech; more than six is not a
+    phrase anyone says to wake a device.
+    """
+    text = " ".join(str(value).split())
+    words = text.split()
+    if not 2 <= len(words) <= 6 or len(text) > MAX_WAKE_PHRASE_CHARS or not text.isprintable():
         return None
     return text
 

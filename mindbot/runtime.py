@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -36,17 +36,25 @@ from mindbot.errors import ConfigError
 from mindbot.kb.knowledge import KnowledgeBase
 from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
-from mindbot.preferences import SpeechStyle, speech_style
+from mindbot.preferences import SpeechStyle
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
 from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
 from mindbot.storage import AsyncStorageWriter, SQLiteStorage
 from mindbot.tools import ToolContext, ToolRegistry, ToolSession
+from mindbot.vocabulary import build_vocabulary
+from mindbot.voices import (
+    LanguageSwitching,
+    VoiceCatalog,
+    catalog_speech_style,
+    language_switching,
+)
 
 PIPELINE_INPUT_RATE = 16000
 """Whisper reads 16 kHz PCM, so the pipeline input runs at 16 kHz on every transport."""
 
-OUTPUT_RATES = {"twilio": 8000, "webrtc": 24000, "daily": 24000}
+PHONE_OUTPUT_RATE = 8000
+"""Twilio's line is 8 kHz mu-law; producing more would only be resampled away."""
 
 APOLOGY = "Sorry, I had trouble answering that. Could you say it again?"
 
@@ -96,6 +104,7 @@ class MindBot:
         self.personas.get(settings.persona)  # an unknown default persona stops start-up
         self.tools = ToolRegistry.default(settings.tools)
         self._check_persona_tools()
+        self.voices = VoiceCatalog.load(user_file=settings.voices_file)
         self.listeners: list[SessionListener] = []
         self._llm_server = None
         self._factory: ServiceFactory | None = None
@@ -108,6 +117,7 @@ class MindBot:
         self._embedder = None
         self._knowledge: dict[str, KnowledgeBase] = {}
         self._knowledge_lock = threading.Lock()
+        self._kb_terms: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
     def _check_persona_tools(self) -> None:
         for name in self.personas.names():
@@ -171,7 +181,11 @@ class MindBot:
         self.storage = SQLiteStorage(path)
         self._writer = AsyncStorageWriter(self.storage)
         self.listeners.append(SessionRecorder(self.storage, self._writer))
-        self.memory = MemoryService(self.storage) if self.settings.memory else None
+        self.memory = (
+            MemoryService(self.storage, resolve_voice=self.voices.resolver(self.providers.tts))
+            if self.settings.memory
+            else None
+        )
         logger.info(f"MindBot: conversations are stored in {path}")
 
     def _llm_endpoint(self) -> LLMEndpoint:
@@ -215,7 +229,7 @@ class MindBot:
     # --- Building blocks for pipelines -------------------------------------------------------
 
     def context_aggregators(
-        self, context: LLMContext, call: Call
+        self, context: LLMContext, call: Call, *, wake_phrases: Sequence[str] = ()
     ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
         """The session's user and assistant aggregators, reporting turns to the listeners.
 
@@ -226,10 +240,11 @@ class MindBot:
         Args:
             context: The session's LLM context.
             call: The session's call.
+            wake_phrases: The caller's own wake phrases, besides ``audio.wake_phrases``.
         """
         user, assistant = LLMContextAggregatorPair(
             context,
-            user_params=self.services.user_params(),
+            user_params=self.services.user_params(wake_phrases=wake_phrases),
             assistant_params=self.services.assistant_params(),
         )
 
@@ -249,6 +264,12 @@ class MindBot:
 
         return user, assistant
 
+    def output_rate(self, call: Call) -> int:
+        """The pipeline's output sample rate: 8 kHz on a phone line, else ``audio``'s."""
+        if call.transport == "twilio":
+            return PHONE_OUTPUT_RATE
+        return self.settings.audio.output_sample_rate
+
     def worker(self, pipeline: Pipeline, call: Call) -> PipelineWorker:
         """A ``PipelineWorker`` for one session, with metrics and latency reporting on.
 
@@ -265,7 +286,7 @@ class MindBot:
             pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=PIPELINE_INPUT_RATE,
-                audio_out_sample_rate=OUTPUT_RATES[call.transport],
+                audio_out_sample_rate=self.output_rate(call),
                 enable_metrics=True,
                 enable_usage_metrics=True,
             ),
@@ -424,9 +445,17 @@ class MindBot:
     def speech_for(self, persona: Persona, memory: MemoryContext) -> SpeechStyle:
         """The session's voice, speaking rate and language: the persona's, with the caller's
         preferences applied."""
-        return speech_style(
-            persona.voices, persona.language, memory.preferences, self.providers.tts
+        return catalog_speech_style(
+            persona.voices, persona.language, memory.preferences, self.providers.tts, self.voices
         )
+
+    def language_switching(self) -> LanguageSwitching:
+        """Whether sessions follow a caller into another language, with the reason why."""
+        if not self.settings.language_switching:
+            return LanguageSwitching(
+                False, (), "Language switching is off (MINDBOT_LANGUAGE_SWITCHING=false)."
+            )
+        return language_switching(self.providers.stt, self.providers.tts, self.voices)
 
     # --- Knowledge base ---------------------------------------------------------------------
 
@@ -464,6 +493,30 @@ class MindBot:
                 )
                 self._knowledge[collection] = kb
             return kb
+
+    def vocabulary_for(self, memory: MemoryContext, kb: KnowledgeBase | None) -> list[str]:
+        """The terms a caller is likely to say, for the STT (blocking: use a thread).
+
+        The caller's name and the proper nouns of their memories, then the knowledge base's
+        document titles and most frequent proper nouns; the deployment's ``audio.vocabulary``
+        is added by the STT factory. The knowledge base's terms are worked out once per
+        version of its documents, not per call.
+        """
+        titles: list[str] = []
+        terms: list[str] = []
+        if kb is not None:
+            documents = kb.list()
+            key = tuple(sorted(d.content_hash for d in documents))
+            with self._knowledge_lock:
+                cached = self._kb_terms.get(kb.collection)
+            if cached is None or cached[0] != key:
+                texts = [p.text for p in kb.passages()]
+                cached = (key, build_vocabulary(kb_texts=texts))
+                with self._knowledge_lock:
+                    self._kb_terms[kb.collection] = cached
+            titles = [d.title for d in documents]
+            terms = cached[1]
+        return build_vocabulary(memory=memory, kb_titles=[*titles, *terms])
 
     async def watch_knowledge(self) -> None:
         """Keep the default collection in step with ``kb.watch_dirs`` until cancelled."""

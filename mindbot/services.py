@@ -168,7 +168,9 @@ class ServiceFactory:
         """Whether the LLM is the llama.cpp server MindBot runs itself."""
         return self.providers.llm == "local" and not self.settings.llm_base_url
 
-    def stt(self, *, language: str = "en", vocabulary: Sequence[str] = ()) -> STTService:
+    def stt(
+        self, *, language: str = "en", vocabulary: Sequence[str] = (), multilingual: bool = False
+    ) -> STTService:
         """A speech-to-text service for one session.
 
         Args:
@@ -178,6 +180,9 @@ class ServiceFactory:
                 names; see ``mindbot.vocabulary``), most important first. They follow the
                 deployment's ``audio.vocabulary`` and wake phrases, and go to Deepgram as
                 keyterms or to Whisper as hotwords, cut to what each accepts.
+            multilingual: Listen in any language and report the one detected on each
+                transcript (Deepgram's ``language=multi``; the language switcher follows it).
+                Whisper tiny.en is English-only and ignores it.
         """
         s = self.settings
         terms = merge_terms(s.audio.vocabulary, s.audio.wake_phrases, vocabulary)
@@ -190,7 +195,8 @@ class ServiceFactory:
                 base_url=s.deepgram_base_url,
                 settings=DeepgramSTTService.Settings(
                     model=s.deepgram_model,
-                    language=Language(language),
+                    # Pipecat passes a plain string through: "multi" is not a Language.
+                    language="multi" if multilingual else Language(language),
                     interim_results=True,
                     keyterm=deepgram_keyterms(terms) or None,
                 ),

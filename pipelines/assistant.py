@@ -1,7 +1,8 @@
 """Assistant: MindBot's general voice assistant, speaking as the call's persona.
 
-transport.input → STT → user context (Silero VAD, smart-turn, barge-in) → LLM → TTS
-    → transport.output → assistant context
+transport.input → STT → listeners (language, knowledge search) → user context (Silero VAD,
+smart-turn, barge-in, wake phrases) → injectors (passages, reply language) → LLM → TTS
+→ transport.output → assistant context
 
 Run it as MindBot does (``mindbot run assistant --transport webrtc|daily|twilio``) or the way
 Pipecat's runner runs a bot file (``python pipelines/assistant.py -t webrtc|daily|twilio``).
@@ -10,22 +11,27 @@ Pipecat's runner runs a bot file (``python pipelines/assistant.py -t webrtc|dail
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
+from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
     LLMUserAggregator,
 )
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.runner.types import RunnerArguments
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
 
+from mindbot.preferences import LANGUAGES, WAKE_PHRASE_PREFERENCE
 from mindbot.runtime import MindBot
 from mindbot.session import Call
 from processors.knowledge_retrieval import KnowledgeRetrieval
+from processors.language_switcher import LanguageSwitcher
 
 STILL_THERE = "Are you still there?"
 GOODBYE = "It seems you've stepped away. Goodbye for now!"
@@ -39,18 +45,32 @@ def build(
     tts: TTSService,
     assistant: LLMAssistantAggregator,
     *,
-    knowledge: KnowledgeRetrieval | None = None,
+    listeners: Sequence[FrameProcessor] = (),
+    injectors: Sequence[FrameProcessor] = (),
+    before_tts: Sequence[FrameProcessor] = (),
+    after_tts: Sequence[FrameProcessor] = (),
 ) -> Pipeline:
-    """The assistant's pipeline: the stages in the order audio flows through them."""
+    """The assistant's pipeline: the stages in the order audio flows through them.
+
+    Args:
+        listeners: Processors that read the caller's transcripts before the user aggregator
+            turns them into a turn (commands, emotion, language, knowledge search).
+        injectors: Processors that add to the LLM context after the user aggregator (passages,
+            hints, the reply language).
+        before_tts: Processors between the LLM and the TTS (the voice style).
+        after_tts: Processors between the TTS and the transport (output audio).
+    """
     return Pipeline(
         [
             transport.input(),
             stt,
-            *([knowledge.listener()] if knowledge else []),  # starts searches on transcripts
+            *listeners,
             user,
-            *([knowledge.injector()] if knowledge else []),  # passages into the context
+            *injectors,
             llm,
+            *before_tts,
             tts,
+            *after_tts,
             transport.output(),
             assistant,
         ]
@@ -64,28 +84,53 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     memory = await bot.recall(call)
     speech = bot.speech_for(persona, memory)
     kb = await asyncio.to_thread(bot.knowledge_base, persona.knowledge_base)
-    knowledge = None
+    vocabulary = await asyncio.to_thread(bot.vocabulary_for, memory, kb)
+    listeners: list[FrameProcessor] = []
+    injectors: list[FrameProcessor] = []
+
+    switching = bot.language_switching()
+    logger.info(f"{call}: {switching.message}")
+    if switching.enabled:
+        provider = bot.providers.tts
+        switcher = LanguageSwitcher(
+            language=speech.language,
+            voice=speech.voices.get(provider),
+            voice_for=lambda code: (v := bot.voices.for_language(code, provider)) and v.id,
+            names=LANGUAGES,
+            languages=switching.languages,
+        )
+        listeners.append(switcher.listener())
+        injectors.append(switcher.injector())
     if kb is not None:
         knowledge = KnowledgeRetrieval(
             kb.asearch, on_sources=lambda sources: bot.report_sources(call, sources)
         )
+        listeners.append(knowledge.listener())  # starts searches on transcripts
+        injectors.insert(0, knowledge.injector())  # passages into the context
+
     tools = bot.tools_for(call, memory, kb)
     language = f"Speak {speech.language_name}." if speech.language != persona.language else ""
     instruction = "\n\n".join(
         filter(None, [persona.system_instruction(), language, tools.instruction(), memory.render()])
     )
     context = LLMContext(tools=tools.schemas()) if tools else LLMContext()
-    user, assistant = bot.context_aggregators(context, call)
+    wake_phrase = memory.preferences.get(WAKE_PHRASE_PREFERENCE)
+    user, assistant = bot.context_aggregators(
+        context, call, wake_phrases=[wake_phrase] if wake_phrase else ()
+    )
     llm = services.llm(system_instruction=instruction)
     tools.attach(llm)
     pipeline = build(
         transport,
-        services.stt(language=speech.language),
+        services.stt(
+            language=speech.language, vocabulary=vocabulary, multilingual=switching.enabled
+        ),
         user,
         llm,
         services.tts(voices=speech.voices, speed=speech.speed, language=speech.language),
         assistant,
-        knowledge=knowledge,
+        listeners=listeners,
+        injectors=injectors,
     )
     worker = bot.worker(pipeline, call)
     bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))

@@ -7,6 +7,7 @@ from mindbot.memory import MemoryService
 from mindbot.preferences import parse_language, parse_rate, parse_voice, speech_style
 from mindbot.standins import Text
 from mindbot.storage import SQLiteStorage
+from mindbot.voices import VoiceCatalog
 from pipelines.assistant import run
 
 CALLER = "+15550106060"
@@ -31,7 +32,9 @@ def test_languages_and_voices():
     assert parse_language("Spanish") == "es" and parse_language("fr") == "fr"
     assert parse_language("Klingon") is None
     assert parse_voice("a0e99841-438c-4a64-b679-ae501e7d6091") is not None
-    assert parse_voice("two words") is None and parse_voice("x" * 101) is None
+    assert parse_voice(" British   Reading Lady ") == "British Reading Lady"
+    assert parse_voice("x" * 101) is None and parse_voice("bad\x00voice") is None
+    assert parse_voice("   ") is None
 
 
 def test_preferences_override_the_persona():
@@ -51,13 +54,27 @@ def test_preferences_are_validated_when_set(tmp_path):
     storage = SQLiteStorage(tmp_path / "m.db")
     try:
         user = storage.user_for_identity("phone", CALLER)
-        memory = MemoryService(storage)
+        voices = VoiceCatalog.load()
+        memory = MemoryService(storage, resolve_voice=voices.resolver("cartesia"))
         assert memory.set_preference(user.id, "speaking_rate", "slow")["speaking_rate"] == 0.85
         assert memory.set_preference(user.id, "language", "German")["language"] == "German"
         assert "error" in memory.set_preference(user.id, "language", "Elvish")
         assert "error" in memory.set_preference(user.id, "speaking_rate", "warp nine")
         assert "error" in memory.set_preference(user.id, "voice", "bad voice id")
-        assert storage.preferences(user.id) == {"speaking_rate": 0.85, "language": "de"}
+        assert "error" in memory.set_preference(user.id, "voice", "\x00")
+        assert "error" in memory.set_preference(user.id, "wake_phrase", "computer")
+        assert memory.set_preference(user.id, "wake_phrase", "hey  jarvis")["wake_phrase"] == (
+            "hey jarvis"
+        )
+        assert storage.preferences(user.id)["wake_phrase"] == "hey jarvis"
+        memory.set_preference(user.id, "wake_phrase", "none")
+        assert storage.preferences(user.id).get("wake_phrase") is None
+        lady = voices.resolve("British Reading Lady", "cartesia")
+        assert lady is not None
+        chosen = memory.set_preference(user.id, "voice", "the british reading lady")
+        assert chosen["voice"] == lady.id
+        stored = {k: v for k, v in storage.preferences(user.id).items() if v is not None}
+        assert stored == {"speaking_rate": 0.85, "language": "de", "voice": lady.id}
     finally:
         storage.close()
 
@@ -77,7 +94,8 @@ def test_piper_speaks_slower_when_asked(offline_bot):
 async def test_a_callers_preferences_shape_the_next_call(cloud_services, voice_cache, tmp_path):
     storage = SQLiteStorage(tmp_path / "mindbot.db")
     user = storage.user_for_identity("phone", CALLER)
-    for key, value in {"speaking_rate": 0.85, "language": "es", "voice": "caller-voice-1"}.items():
+    # The voice is stored by name, as a caller says it; the catalog turns it into Cartesia's id.
+    for key, value in {"speaking_rate": 0.85, "language": "es", "voice": "Spanish Lady"}.items():
         storage.set_preference(user.id, key, value)
     storage.close()
 
@@ -97,7 +115,9 @@ async def test_a_callers_preferences_shape_the_next_call(cloud_services, voice_c
 
     spoken = cloud_services.cartesia.requests
     assert spoken and all(r["generation_config"] == {"speed": 0.85} for r in spoken)
-    assert all(r["language"] == "es" and r["voice"]["id"] == "caller-voice-1" for r in spoken)
-    assert cloud_services.deepgram.connections[0]["query"]["language"] == ["es"]
+    spanish_lady = "d4db5fb9-f44b-4bd1-85fa-192e0f0d75f9"
+    assert all(r["language"] == "es" and r["voice"]["id"] == spanish_lady for r in spoken)
+    # Deepgram listens in any language, so the call can follow the caller out of Spanish.
+    assert cloud_services.deepgram.connections[0]["query"]["language"] == ["multi"]
     instruction = cloud_services.llm.requests[0]["messages"][0]["content"]
     assert "Speak Spanish." in instruction
