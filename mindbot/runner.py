@@ -57,10 +57,12 @@ async def run_from_runner(run: PipelineRun, runner_args: RunnerArguments) -> Non
     body = runner_args.body if isinstance(runner_args.body, dict) else {}
     user_id = body.get("user_id") if isinstance(body.get("user_id"), str) else None
     if isinstance(runner_args, SmallWebRTCRunnerArguments):
-        transport = webrtc_transport(runner_args.webrtc_connection)
+        transport = webrtc_transport(runner_args.webrtc_connection, _runtime.settings.audio)
         call = Call(transport="webrtc", user_id=user_id, body=body)
     elif isinstance(runner_args, DailyRunnerArguments):
-        transport = daily_transport(runner_args.room_url, runner_args.token)
+        transport = daily_transport(
+            runner_args.room_url, runner_args.token, _runtime.settings.audio
+        )
         call = Call(transport="daily", user_id=user_id, body=body)
     elif isinstance(runner_args, WebSocketRunnerArguments):
         twilio_call = await accept_twilio_call(runner_args.websocket)
