@@ -53,9 +53,11 @@ class VoiceStyleFrame(SystemFrame):
         source: Who asks: ``emotion``, ``command``, ``language`` or ``preference``.
         emotion: The bot's emotion for the next replies (Cartesia emotion names, e.g.
             ``calm``, ``content``, ``sympathetic``); ``"neutral"`` clears it.
-        speed: Speaking rate as an absolute multiple of normal (0.6 to 1.5).
+        speed: Speaking rate as a multiple: of normal (0.6 to 1.5) from commands, preferences
+            and language switching, which set the base; of that base from ``emotion``, which
+            only nudges around what the caller asked for.
         speed_step: Speaking rate relative to the current one (e.g. 1.15 faster, 0.87 slower).
-        volume: Output volume as an absolute multiple of normal (0.5 to 2.0).
+        volume: Output volume as a multiple, like ``speed`` (0.5 to 2.0).
         volume_step: Volume relative to the current one.
         voice: A TTS provider voice id.
         language: ISO 639-1 code the bot speaks in.

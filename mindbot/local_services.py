@@ -10,6 +10,7 @@ Runtime sessions are safe to use from several threads at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
@@ -20,6 +21,7 @@ from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
+from pipecat.utils.types import NOT_GIVEN, NotGiven
 
 
 class GreedyWhisper:
@@ -71,6 +73,10 @@ class SharedWhisperSTTService(WhisperSTTService):
 class SharedPiperTTSService(PiperTTSService):
     """Piper TTS on a shared, already loaded ``PiperVoice``.
 
+    The speaking rate can change during a call:
+    ``TTSUpdateSettingsFrame(delta=SharedPiperTTSService.Settings(speed=0.9))`` applies from the
+    next sentence synthesized (Piper's length scale, which stretches the pauses too).
+
     Args:
         voice: A loaded ``piper.PiperVoice``.
         voice_name: The voice's name, for settings and logs.
@@ -78,16 +84,37 @@ class SharedPiperTTSService(PiperTTSService):
         **kwargs: Passed to ``TTSService``.
     """
 
+    @dataclass
+    class Settings(PiperTTSService.Settings):
+        """Piper's settings and the speaking rate.
+
+        Parameters:
+            speed: Speaking rate as a multiple of the voice's own (``None``: its own).
+        """
+
+        speed: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+    _settings: Settings
+
     def __init__(self, *, voice: Any, voice_name: str, speed: float | None = None, **kwargs):
         # PiperTTSService.__init__ only resolves and loads the voice file; skip it.
         TTSService.__init__(
             self,
             push_start_frame=True,
             push_stop_frames=True,
-            settings=PiperTTSService.Settings(model=None, voice=voice_name, language=None),
+            settings=self.Settings(model=None, voice=voice_name, language=None, speed=speed),
             **kwargs,
         )
-        self._voice = voice if not speed else _VoiceAtSpeed(voice, speed)
+        self._shared_voice = voice
+        self._voice = _VoiceAtSpeed.of(voice, speed)
+
+    async def _update_settings(self, delta: PiperTTSService.Settings) -> dict[str, Any]:
+        # PiperTTSService's own only warns that nothing changes at runtime; speed does here.
+        changed = await TTSService._update_settings(self, delta)
+        if "speed" in changed:
+            self._voice = _VoiceAtSpeed.of(self._shared_voice, self._settings.speed)
+        self._warn_unhandled_updated_settings(changed.keys() - {"speed"})
+        return changed
 
 
 class _VoiceAtSpeed:
@@ -97,11 +124,19 @@ class _VoiceAtSpeed:
     passes both through, adding the session's synthesis settings.
     """
 
+    @classmethod
+    def of(cls, voice: Any, speed: Any) -> Any:
+        """``voice`` at ``speed`` (clamped to 0.5..2), or ``voice`` itself at its own rate."""
+        if not isinstance(speed, (int, float)) or not 0 < speed < float("inf") or speed == 1:
+            return voice
+        return cls(voice, min(max(float(speed), 0.5), 2.0))
+
     def __init__(self, voice: Any, speed: float):
         from piper import SynthesisConfig
 
         self._voice = voice
         self.config = voice.config
+        self.speed = speed
         self._syn_config = SynthesisConfig(length_scale=(voice.config.length_scale or 1.0) / speed)
 
     def synthesize(self, text: str, syn_config: Any = None) -> Any:
