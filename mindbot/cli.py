@@ -2,6 +2,7 @@
 
 mindbot run [PIPELINE] [--transport webrtc|daily|twilio] [--host H] [--port P]
 mindbot pipelines
+mindbot keys create NAME --scopes read,write [--rate N] | keys list | keys revoke ID|PREFIX
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ def _export(args: argparse.Namespace) -> None:
         user = _find_user(storage, args.user)
         text = render(storage.export_user(user.id), args.format)
         storage.add_event("user.exported", {"format": args.format})
+        storage.add_access_audit(
+            "cli", "user.exported", user_id=user.id, detail={"format": args.format}
+        )
     finally:
         storage.close()
     if args.output:
@@ -266,6 +270,7 @@ def _forget(args: argparse.Namespace) -> None:
     storage = _open_storage()
     try:
         user = _find_user(storage, args.user)
+        storage.add_access_audit("cli", "user.erased", user_id=user.id)
         storage.erase_user(user.id)
     finally:
         storage.close()
@@ -353,6 +358,39 @@ def _bench_kb(args: argparse.Namespace) -> None:
     if args.json:
         record_json(Path(args.json), result=result.as_dict())
         print(f"wrote {args.json}")
+
+
+def _keys(args: argparse.Namespace) -> None:
+    from mindbot.api.auth import create_key, find_key
+
+    storage = _open_storage()
+    try:
+        if args.keys == "create":
+            try:
+                key, record = create_key(storage, args.name, args.scopes, args.rate)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            print(
+                f"Created key {record.id} ({record.prefix}…) with scopes "
+                f"{','.join(record.scopes)}. Keep it now: it is not shown again."
+            )
+            print(key)
+        elif args.keys == "list":
+            for k in storage.api_keys():
+                state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+                rate = f"{k.rate_per_minute}/min" if k.rate_per_minute else "default rate"
+                used = k.last_used_at or "never used"
+                print(
+                    f"{k.id}\t{k.prefix}…\t{k.name}\t{','.join(k.scopes)}\t{rate}\t{used}\t{state}"
+                )
+        else:
+            found = find_key(storage, args.key)
+            if found is None:
+                raise ConfigError(f"No API key {args.key!r} (see `mindbot keys list`)")
+            storage.revoke_api_key(found.id)
+            print(f"Revoked key {found.id} ({found.prefix}…, {found.name}).")
+    finally:
+        storage.close()
 
 
 def _pipelines(_args: argparse.Namespace) -> None:
@@ -467,6 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("eval_file", help="e.g. tests/fixtures/kb/eval.yaml")
     evaluate.add_argument("corpus", help="its documents, e.g. tests/fixtures/kb/corpus")
     kb.set_defaults(handler=_kb)
+
+    keys = commands.add_parser("keys", help="API keys: create, list, revoke")
+    keyss = keys.add_subparsers(dest="keys", required=True)
+    create = keyss.add_parser("create", help="a new key (printed once)")
+    create.add_argument("name", help="what the key is for, e.g. crm-sync")
+    create.add_argument("--scopes", default="read", help="read, write, admin (comma-separated)")
+    create.add_argument("--rate", type=int, default=None, help="requests per minute")
+    keyss.add_parser("list", help="the keys, one a line (never the secrets)")
+    revoke = keyss.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key", metavar="ID|PREFIX")
+    keys.set_defaults(handler=_keys)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)

@@ -29,6 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from mindbot.api.settings import ApiSettings
 from mindbot.audio_settings import AudioSettings
 from mindbot.errors import ConfigError
 from mindbot.kb.settings import KnowledgeSettings
@@ -145,6 +146,21 @@ class Settings(BaseSettings):
         description="More voices (same format as mindbot/voices/*.yaml); a voice with the same "
         "id or name replaces a shipped one.",
     )
+    voice_commands: bool = Field(
+        default=True,
+        description="Act on spoken commands (stop, repeat that, slower, goodbye...) without the "
+        "LLM, in the caller's language where a commands file exists.",
+    )
+    voice_commands_dir: Path | None = Field(
+        default=None,
+        description="A folder of your own commands files (<language>.yaml, the format of "
+        "mindbot/voice_commands/en.yaml), used instead of the shipped ones.",
+    )
+    emotion_detection: bool = Field(
+        default=True,
+        description="Estimate the caller's emotion each turn (words and voice), store it with "
+        "the turn, hint the LLM and shape the voice (personas can opt out: emotional: false).",
+    )
     language_switching: bool = Field(
         default=True,
         description="With Deepgram, listen in any language (language=multi) and answer in the "
@@ -216,6 +232,8 @@ class Settings(BaseSettings):
     # --- Knowledge base (see mindbot/kb/settings.py) -------------------------------------
     kb: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
+    # --- REST API, keys, limits, CORS, WebRTC tokens (see mindbot/api/settings.py) -------
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     # --- Audio: VAD, turn taking, barge-in, noise, wake phrases (mindbot/audio_settings.py) --
     audio: AudioSettings = Field(default_factory=AudioSettings)

@@ -1,4 +1,4 @@
-"""MindBot's voice server: one FastAPI app for WebRTC, Daily and Twilio sessions.
+"""MindBot's voice server: one FastAPI app for WebRTC, Daily and Twilio sessions, and its API.
 
 Routes:
     ``GET /``                         redirects to Pipecat's prebuilt browser client
@@ -8,6 +8,26 @@ Routes:
     ``POST /twilio``                  Twilio's voice webhook: TwiML that connects a Media Stream
     ``WS /ws``                        the Twilio Media Streams websocket
     ``GET /healthz``                  liveness and the number of active sessions
+    ``GET /readyz``                   readiness: database, models, local LLM, providers (503 if not)
+    ``/api/v1/...``                   the REST API (``mindbot.api``; OpenAPI at ``/docs``):
+        ``POST /webrtc/token``                        a short-lived token for /start, /api/offer
+        ``GET /sessions``, ``GET /sessions/{id}``     sessions (filters), one with its turns
+        ``POST /sessions/{id}/end``                   end a live session
+        ``GET /conversations/export``                 a date range as JSON lines or CSV, streamed
+        ``GET /users/{id}``, ``POST /users/lookup``   a user, by id or by identity
+        ``PATCH /users/{id}/preferences``             change preferences
+        ``GET /users/{id}/export``, ``DELETE /users/{id}``   GDPR export (json|md|csv), erasure
+        ``GET /audit``                                who accessed personal data
+        ``GET /personas``, ``GET /tools``             what the bot can be and do
+        ``GET|POST /kb/{c}/documents``, ``POST /kb/{c}/uploads``,
+        ``DELETE /kb/{c}/documents/{doc}``, ``POST /kb/{c}/jobs``    the knowledge base
+        ``POST /jobs/questions``, ``GET /jobs``, ``GET /jobs/{id}``  background jobs
+        ``POST /calls/daily``, ``POST /calls/twilio`` the bot joins a Daily room, or phones out
+
+Every HTTP route refuses bodies over ``api.max_body_bytes`` (413). ``/api/v1`` needs an API key
+(``mindbot keys create``) with the route's scope. With a Twilio auth token configured, ``POST
+/twilio`` needs a valid ``X-Twilio-Signature`` (403 otherwise). ``/start`` and ``/api/offer``
+need a WebRTC token when ``api.webrtc_token`` says so (by default: once an API key exists).
 
 Each session runs in its own task; a session that fails is logged and ends alone.
 """
@@ -20,13 +40,16 @@ import io
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 from loguru import logger
 from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import FormData
 
+from mindbot.api.app import install_api
+from mindbot.api.twilio import stream_twiml, valid_twilio_signature
+from mindbot.config import Settings
 from mindbot.runtime import MindBot, PipelineRun
 from mindbot.session import Call
 from mindbot.transports import accept_twilio_call, daily_transport, twilio_transport
@@ -52,24 +75,29 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
     settings = bot.settings
     webrtc = SmallWebRTCRequestHandler()
     tasks: set[asyncio.Task] = set()
+    live: dict[str, asyncio.Task] = {}  # session id → the task running it, every transport
     pending_bodies: dict[str, dict[str, Any]] = {}
 
     def start_session(transport, call: Call) -> None:
         task = asyncio.create_task(bot.run_session(run, transport, call), name=str(call))
         tasks.add(task)
+        live[call.session_id] = task
         task.add_done_callback(tasks.discard)
+        task.add_done_callback(lambda _: live.pop(call.session_id, None))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        await api.startup()
         watcher = asyncio.create_task(bot.watch_knowledge(), name="knowledge watcher")
         watcher.add_done_callback(_log_failure)
         if join_daily:
             room_url, token = await create_daily_room(bot)
             logger.info(f"MindBot is joining the Daily room {room_url}")
             print(f"Join the conversation: {room_url}", flush=True)
-            start_session(daily_transport(room_url, token), Call(transport="daily"))
+            start_session(daily_transport(room_url, token, settings.audio), Call(transport="daily"))
         yield
         watcher.cancel()
+        await api.shutdown()
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -78,6 +106,7 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
     app = FastAPI(title="MindBot", lifespan=lifespan)
     app.state.bot = bot
     app.state.session_tasks = tasks
+    api = install_api(app, bot, live=live, start_session=start_session)
 
     try:
         # The package prints where it looks for its files; keep the console for MindBot.
@@ -98,6 +127,7 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
 
     @app.post("/start")
     async def start(request: Request):
+        await api.check_webrtc_token(request)
         data = await _json_object(request)
         transport = data.get("transport") or ("daily" if data.get("createDailyRoom") else "webrtc")
         body = data.get("body") if isinstance(data.get("body"), dict) else {}
@@ -110,7 +140,7 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
         if transport == "daily":
             room_url, token = await create_daily_room(bot)
             call = Call(transport="daily", user_id=_user_id(body), body=body)
-            start_session(daily_transport(room_url, token), call)
+            start_session(daily_transport(room_url, token, settings.audio), call)
             return {"dailyRoom": room_url, "dailyToken": token, "sessionId": call.session_id}
         raise HTTPException(400, f"Unsupported transport {str(transport)[:40]!r}")
 
@@ -119,7 +149,7 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
             from mindbot.transports import webrtc_transport
 
             call = Call(transport="webrtc", user_id=_user_id(body), body=body)
-            start_session(webrtc_transport(connection), call)
+            start_session(webrtc_transport(connection, settings.audio), call)
 
         return await webrtc.handle_web_request(
             request=request, webrtc_connection_callback=on_connection
@@ -127,6 +157,7 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
 
     @app.post("/api/offer")
     async def offer(request: Request):
+        await api.check_webrtc_token(request)
         data = await _json_object(request)
         offer_request = _webrtc_request(SmallWebRTCRequest, data)
         body = offer_request.request_data if isinstance(offer_request.request_data, dict) else {}
@@ -134,11 +165,14 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
 
     @app.patch("/api/offer")
     async def ice_candidate(request: Request):
+        await api.check_webrtc_token(request)
         patch = _webrtc_request(SmallWebRTCPatchRequest, await _json_object(request))
         await webrtc.handle_patch_request(patch)
         return {"status": "success"}
 
-    @app.api_route("/sessions/{session_id}/api/offer", methods=["POST", "PATCH"])
+    @app.api_route(
+        "/sessions/{session_id}/api/offer", methods=["POST", "PATCH"], include_in_schema=False
+    )
     async def session_offer(session_id: str, request: Request):
         if session_id not in pending_bodies:
             raise HTTPException(404, "Unknown or expired session")
@@ -154,18 +188,10 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
     @app.post("/twilio")
     async def twilio_webhook(request: Request):
         form = await request.form()
+        _check_twilio_signature(request, form, settings)
         stream_url = _stream_url(request, settings.public_url)
         params = {"from_number": form.get("From"), "to_number": form.get("To")}
-        parameters = "".join(
-            f"<Parameter name={quoteattr(k)} value={quoteattr(str(v))}/>"
-            for k, v in params.items()
-            if v
-        )
-        twiml = (
-            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-            f"<Stream url={quoteattr(stream_url)}>{parameters}</Stream>"
-            "</Connect></Response>"
-        )
+        twiml = stream_twiml(stream_url, {k: str(v) if v else None for k, v in params.items()})
         return Response(content=twiml, media_type="application/xml")
 
     @app.websocket("/ws")
@@ -181,7 +207,13 @@ def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> F
             logger.error(f"{call}: cannot build the Twilio transport: {e}")
             await websocket.close(code=1011)
             return
-        await bot.run_session(run, transport, call)
+        task = asyncio.current_task()
+        if task is not None:
+            live[call.session_id] = task
+        try:
+            await bot.run_session(run, transport, call)
+        finally:
+            live.pop(call.session_id, None)
 
     return app
 
@@ -219,6 +251,25 @@ async def create_daily_room(bot: MindBot) -> tuple[str, str | None]:
     return room_url, token
 
 
+def _check_twilio_signature(request: Request, form: FormData, settings: Settings) -> None:
+    """Refuse (403) a webhook request that Twilio did not sign with the account's auth token.
+
+    Twilio signs the URL it requested: behind a proxy or tunnel that is ``public_url`` with
+    this path, not the URL this server sees, so both are tried.
+    """
+    if settings.twilio_auth_token is None:
+        return
+    token = settings.twilio_auth_token.get_secret_value()
+    urls = [str(request.url)]
+    if settings.public_url:
+        query = f"?{request.url.query}" if request.url.query else ""
+        urls.insert(0, settings.public_url.rstrip("/") + request.url.path + query)
+    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    if not valid_twilio_signature(token, request.headers.get("x-twilio-signature"), urls, params):
+        logger.warning("Refused a Twilio webhook request without a valid X-Twilio-Signature")
+        raise HTTPException(403, "Invalid or missing X-Twilio-Signature")
+
+
 def _stream_url(request: Request, public_url: str | None) -> str:
     if public_url:
         base = public_url.rstrip("/")
@@ -230,6 +281,8 @@ def _stream_url(request: Request, public_url: str | None) -> str:
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         data = await request.json()
+    except HTTPException:
+        raise  # e.g. 413: the body is too large
     except Exception:
         raise HTTPException(400, "The request body is not valid JSON") from None
     if not isinstance(data, dict):

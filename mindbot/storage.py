@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -200,6 +200,156 @@ class MemoryRecord:
     id: int | None = None
 
 
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """An API key, as stored: never the key itself, only its SHA-256.
+
+    Args:
+        id: The key's id in storage.
+        name: What the key is for, e.g. ``crm-sync``.
+        prefix: The key's first characters, shown to tell keys apart (``mb_3f9a1c2e``).
+        scopes: ``read``, ``write`` and/or ``admin``.
+        rate_per_minute: Its own rate limit (None: the API's default).
+        created_at: When it was created.
+        last_used_at: When it was last used (updated at most once a minute).
+        revoked_at: When it was revoked; a revoked key is refused.
+    """
+
+    id: int
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    rate_per_minute: int | None
+    created_at: str
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessAuditRecord:
+    """Who read, exported, changed or erased personal data, and when (never the data itself).
+
+    Args:
+        id: The row's id.
+        at: When.
+        actor: Who: an API key's name, or ``cli``.
+        action: What, e.g. ``user.exported``, ``user.erased``, ``transcript.read``.
+        key_id: The API key used, if any.
+        user_id: The user whose data it was, if one (None once the user is erased).
+        session_id: The session whose data it was, if one (None once the user is erased).
+        erasure_id: Set when the user was later erased: the ``user.erased`` event's id.
+        detail: Details without personal data (a format, counts, a date range).
+    """
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    key_id: int | None = None
+    user_id: int | None = None
+    session_id: str | None = None
+    erasure_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+JOB_STATUSES: frozenset[str] = frozenset({"queued", "running", "done", "failed"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A background job (a batch of questions, a knowledge-base ingestion).
+
+    Args:
+        id: The job's id (random hex).
+        kind: What it does, e.g. ``questions`` or ``kb.ingest``.
+        status: ``queued``, ``running``, ``done`` or ``failed``.
+        input: What it was asked to do, any JSON object.
+        result: What it produced, once it has.
+        error: Why it failed, if it did.
+        created_at: When it was submitted.
+        updated_at: When its status last changed.
+    """
+
+    id: str
+    kind: str
+    status: str
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """Where to send which events.
+
+    Args:
+        id: The subscription's id.
+        url: The receiver's URL.
+        event_types: The event types it receives (``session.started``…), or ``*`` for all.
+        secret: The key its deliveries are signed with (a secret: never logged).
+        active: Whether new events are queued for it.
+        created_at: When it was added.
+    """
+
+    id: int
+    url: str
+    event_types: tuple[str, ...]
+    secret: str = field(repr=False)
+    active: bool = True
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One event waiting for (or done with) delivery to one subscription.
+
+    Args:
+        id: The row's id; also the delivery's idempotency key.
+        subscription_id: The subscription it goes to.
+        event_type: E.g. ``session.ended``.
+        payload: The event's JSON data.
+        created_at: When the event happened.
+        attempts: Delivery attempts so far (counted when a row is claimed).
+        next_attempt_at: When it may be tried (again); None once given up.
+        delivered_at: When the receiver accepted it.
+        last_error: Why the last attempt failed.
+    """
+
+    id: int
+    subscription_id: int
+    event_type: str
+    payload: dict[str, Any]
+    created_at: str
+    attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One delivery attempt of an outbox row.
+
+    Args:
+        id: The row's id.
+        outbox_id: The outbox row it tried to deliver.
+        at: When the attempt started.
+        status_code: The receiver's HTTP status, if it answered.
+        error: What went wrong, if the attempt failed without (or with a bad) answer.
+        duration_ms: How long the attempt took.
+    """
+
+    id: int
+    outbox_id: int
+    at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+
+
 # ----------------------------------------------------------------------------------------------
 # Schema
 
@@ -295,7 +445,84 @@ CREATE TABLE session_stats (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_CALLS, _V2_KNOWLEDGE, _V3_EVENTS, _V4_SESSION_STATS)
+_V5_SERVER = """
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL UNIQUE,
+    secret_hash TEXT NOT NULL UNIQUE,  -- SHA-256 of the key, hex; also the lookup index
+    scopes TEXT NOT NULL CHECK (json_valid(scopes)),
+    rate_per_minute INTEGER CHECK (rate_per_minute IS NULL OR rate_per_minute > 0),
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT
+);
+CREATE TABLE access_audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    key_id INTEGER REFERENCES api_keys(id),
+    user_id INTEGER,
+    session_id TEXT,
+    erasure_id TEXT,
+    detail TEXT CHECK (detail IS NULL OR json_valid(detail))
+);
+CREATE INDEX access_audit_at ON access_audit(at);
+CREATE INDEX access_audit_user ON access_audit(user_id);
+CREATE INDEX access_audit_session ON access_audit(session_id);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    input TEXT NOT NULL CHECK (json_valid(input)),
+    result TEXT CHECK (result IS NULL OR json_valid(result)),
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX jobs_created ON jobs(created_at);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE TABLE webhook_subscriptions (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL,
+    event_types TEXT NOT NULL CHECK (json_valid(event_types)),
+    secret TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    subscription_id INTEGER NOT NULL REFERENCES webhook_subscriptions(id) ON DELETE CASCADE,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL CHECK (json_valid(payload)),
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,  -- NULL: delivered, or given up
+    delivered_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX outbox_due ON outbox(next_attempt_at);
+CREATE INDEX outbox_subscription ON outbox(subscription_id);
+CREATE TABLE webhook_deliveries (
+    id INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL REFERENCES outbox(id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    duration_ms REAL
+);
+CREATE INDEX webhook_deliveries_outbox ON webhook_deliveries(outbox_id);
+CREATE INDEX sessions_started ON sessions(started_at);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1_CALLS,
+    _V2_KNOWLEDGE,
+    _V3_EVENTS,
+    _V4_SESSION_STATS,
+    _V5_SERVER,
+)
 """The schema's history: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
 
 Append only; never edit a migration that has shipped. An SQL string runs as a script, a
@@ -326,6 +553,10 @@ class Storage(Protocol):
 
     def find_user(self, identity_value: str) -> User | None:
         """The user with an identity of any kind with this value, if any."""
+        ...
+
+    def identities(self, user_id: int) -> list[Identity]:
+        """A user's identities, oldest first."""
         ...
 
     def start_session(self, session: SessionRecord) -> None:
@@ -392,6 +623,168 @@ class Storage(Protocol):
 
     def session_stats(self, session_id: str) -> dict[str, Any] | None:
         """The analytics row stored when the session ended."""
+        ...
+
+    def list_sessions(
+        self,
+        *,
+        user_id: int | None = None,
+        persona: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        """Sessions matching the filters, newest first."""
+        ...
+
+    def sessions_with_turns(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[tuple[SessionRecord, list[TurnRecord]]]:
+        """One page of the sessions started in a date range, oldest first, with their turns."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raises ``StorageError`` unless the database takes a write right now."""
+        ...
+
+    def add_api_key(
+        self,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        scopes: Iterable[str],
+        rate_per_minute: int | None = None,
+    ) -> ApiKeyRecord:
+        """Records a new API key by its hash."""
+        ...
+
+    def api_key_by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
+        """The key with this SHA-256 (revoked or not), if any."""
+        ...
+
+    def api_keys(self, *, include_revoked: bool = True) -> list[ApiKeyRecord]:
+        """Every API key, oldest first."""
+        ...
+
+    def revoke_api_key(self, key_id: int) -> ApiKeyRecord | None:
+        """Revokes a key (once); None if there is no such key."""
+        ...
+
+    def touch_api_key(self, key_id: int, at: str | None = None) -> None:
+        """Records that a key was used."""
+        ...
+
+    def add_access_audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        key_id: int | None = None,
+        user_id: int | None = None,
+        session_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Records an access to personal data; ``detail`` must hold no personal data."""
+        ...
+
+    def access_audit(
+        self,
+        *,
+        user_id: int | None = None,
+        session_id: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+    ) -> list[AccessAuditRecord]:
+        """Audit rows, newest first, optionally filtered."""
+        ...
+
+    def add_job(self, kind: str, input: Mapping[str, Any]) -> JobRecord:
+        """Records a queued job."""
+        ...
+
+    def update_job(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Sets a job's status (and its result or error)."""
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job with this id, if any."""
+        ...
+
+    def jobs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
+        """Jobs, newest first, optionally filtered."""
+        ...
+
+    def fail_unfinished_jobs(self, error: str) -> int:
+        """Marks every queued or running job failed (after a restart); returns how many."""
+        ...
+
+    def add_webhook_subscription(
+        self, url: str, event_types: Iterable[str], secret: str
+    ) -> WebhookSubscription:
+        """Records a webhook subscription."""
+        ...
+
+    def webhook_subscriptions(self, *, active_only: bool = False) -> list[WebhookSubscription]:
+        """Webhook subscriptions, oldest first."""
+        ...
+
+    def delete_webhook_subscription(self, subscription_id: int) -> bool:
+        """Deletes a subscription and its outbox rows; False if there was none."""
+        ...
+
+    def add_outbox_event(self, event_type: str, payload: Mapping[str, Any]) -> int:
+        """Queues an event for every active subscription to it; returns how many rows."""
+        ...
+
+    def claim_outbox(
+        self, *, limit: int = 10, lease_secs: float = 60.0, now: str | None = None
+    ) -> list[OutboxRecord]:
+        """Takes up to ``limit`` due rows for delivery, hiding them for ``lease_secs``."""
+        ...
+
+    def mark_outbox_delivered(self, outbox_id: int, at: str | None = None) -> None:
+        """Records that a row was delivered."""
+        ...
+
+    def mark_outbox_failed(self, outbox_id: int, error: str, next_attempt_at: str | None) -> None:
+        """Records a failed attempt and when to try again (None: give up)."""
+        ...
+
+    def outbox(
+        self, *, event_type: str | None = None, pending_only: bool = False
+    ) -> list[OutboxRecord]:
+        """Outbox rows, oldest first."""
+        ...
+
+    def add_webhook_delivery(
+        self,
+        outbox_id: int,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        at: str | None = None,
+    ) -> int:
+        """Records one delivery attempt."""
+        ...
+
+    def webhook_deliveries(self, outbox_id: int | None = None) -> list[WebhookDelivery]:
+        """Delivery attempts, oldest first, optionally of one outbox row."""
         ...
 
     def export_user(self, user_id: int) -> dict[str, Any]:
@@ -638,10 +1031,19 @@ class SQLiteStorage:
             )
         return _user(rows[0]) if rows else None
 
+    def identities(self, user_id: int) -> list[Identity]:
+        """A user's identities, oldest first."""
+        with self._read("identities") as db:
+            rows = list(
+                db.query("SELECT * FROM identities WHERE user_id = ? ORDER BY id", [user_id])
+            )
+        return [_identity(row) for row in rows]
+
     # -- sessions and turns ----------------------------------------------------------------
 
     def start_session(self, session: SessionRecord) -> None:
-        """Records a new session.
+        """Records a new session, and queues a ``session.started`` event in the outbox for each
+        active webhook subscription to it, in the same transaction.
 
         Raises:
             StorageError: The id is taken or the user does not exist.
@@ -651,6 +1053,7 @@ class SQLiteStorage:
         row["ended_at"] = _utc_or_none(session.ended_at)
         with self._write("start_session") as db:
             db["sessions"].insert(row)
+            _enqueue(db, "session.started", {"session": row})
 
     def end_session(self, session_id: str, reason: str, ended_at: str | None = None) -> None:
         """Records that a session ended.
@@ -659,6 +1062,10 @@ class SQLiteStorage:
             session_id: The session.
             reason: Why, e.g. ``completed``, ``cancelled`` or ``error``.
             ended_at: When (defaults to now).
+
+        The session's analytics row (``session_stats``) and a ``session.ended`` event with the
+        summary, queued in the outbox for each active webhook subscription to it, are written in
+        the same transaction.
 
         Raises:
             StorageError: There is no such session.
@@ -671,10 +1078,10 @@ class SQLiteStorage:
             )
             if cursor.rowcount == 0:
                 raise StorageError(f"{self.path}: no session {session_id[:8]}… to end")
-        # The session's analytics row, written once it is complete.
-        stats = self.session_summary(session_id)
-        with self._write("end_session") as db:
+            stats = self._summarize(db, session_id)
             db["session_stats"].upsert(stats, pk="session_id")
+            session = next(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+            _enqueue(db, "session.ended", {"session": session, "summary": stats})
 
     def session_stats(self, session_id: str) -> dict[str, Any] | None:
         """The analytics row stored when the session ended (None before it ends)."""
@@ -839,24 +1246,28 @@ class SQLiteStorage:
             StorageError: There is no such session.
         """
         with self._read("session_summary") as db:
-            rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
-            if not rows:
-                raise StorageError(f"{self.path}: no session {session_id[:8]}…")
-            counts = next(
-                db.query(
-                    "SELECT count(*) AS turns, coalesce(sum(interrupted), 0) AS interruptions"
-                    " FROM turns WHERE session_id = ?",
-                    [session_id],
-                )
+            return self._summarize(db, session_id)
+
+    def _summarize(self, db: Database, session_id: str) -> dict[str, Any]:
+        """``session_summary`` inside an open transaction."""
+        rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+        if not rows:
+            raise StorageError(f"{self.path}: no session {session_id[:8]}…")
+        counts = next(
+            db.query(
+                "SELECT count(*) AS turns, coalesce(sum(interrupted), 0) AS interruptions"
+                " FROM turns WHERE session_id = ?",
+                [session_id],
             )
-            latencies = [
-                row["latency_secs"]
-                for row in db.query(
-                    "SELECT latency_secs FROM turns WHERE session_id = ? AND role = 'assistant'"
-                    " AND latency_secs IS NOT NULL ORDER BY latency_secs",
-                    [session_id],
-                )
-            ]
+        )
+        latencies = [
+            row["latency_secs"]
+            for row in db.query(
+                "SELECT latency_secs FROM turns WHERE session_id = ? AND role = 'assistant'"
+                " AND latency_secs IS NOT NULL ORDER BY latency_secs",
+                [session_id],
+            )
+        ]
         session = rows[0]
         ended_at = session["ended_at"]
         return {
@@ -872,6 +1283,490 @@ class SQLiteStorage:
             ),
             "end_reason": session["end_reason"],
         }
+
+    # -- listings for the API --------------------------------------------------------------
+
+    def list_sessions(
+        self,
+        *,
+        user_id: int | None = None,
+        persona: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        """Sessions matching every filter given, newest first.
+
+        Args:
+            user_id: Only this user's.
+            persona: Only those the bot played this persona in.
+            since: Only those started at or after this time (ISO-8601 with an offset).
+            until: Only those started before this time.
+            limit: At most this many (at least 1).
+            offset: Skip this many first.
+
+        Raises:
+            ValueError: A timestamp has no offset, or ``limit``/``offset`` is out of range.
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be at least 1 and offset at least 0")
+        where, params = _session_filters(user_id=user_id, persona=persona, since=since, until=until)
+        sql = f"SELECT * FROM sessions{where} ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"
+        with self._read("list_sessions") as db:
+            rows = list(db.query(sql, [*params, int(limit), int(offset)]))
+        return [SessionRecord(**row) for row in rows]
+
+    def sessions_with_turns(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[tuple[SessionRecord, list[TurnRecord]]]:
+        """One page of the sessions started in ``[since, until)``, oldest first, with their turns.
+
+        Read a whole range page by page: pass the last session's ``(started_at, id)`` as
+        ``after`` to get the next page; an empty page is the end. Each page is one snapshot.
+
+        Raises:
+            ValueError: A timestamp has no offset, or ``limit`` is below 1.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where, params = _session_filters(since=since, until=until)
+        if after is not None:
+            where += (" AND " if where else " WHERE ") + "(started_at, id) > (?, ?)"
+            params += [_utc(after[0]), after[1]]
+        with self._read("sessions_with_turns") as db:
+            rows = list(
+                db.query(
+                    f"SELECT * FROM sessions{where} ORDER BY started_at, id LIMIT ?",
+                    [*params, int(limit)],
+                )
+            )
+            turns: dict[str, list[TurnRecord]] = {row["id"]: [] for row in rows}
+            if turns:
+                marks = ", ".join("?" * len(turns))
+                for row in db.query(
+                    f"SELECT * FROM turns WHERE session_id IN ({marks}) ORDER BY session_id, idx",
+                    list(turns),
+                ):
+                    turns[row["session_id"]].append(_turn(row))
+        return [(SessionRecord(**row), turns[row["id"]]) for row in rows]
+
+    def check_writable(self) -> None:
+        """Takes the write lock and commits a write (readiness probes).
+
+        Raises:
+            StorageError: The database is closed, locked past the timeout, or cannot be written.
+        """
+        with self._write("check_writable") as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            db.execute(f"PRAGMA user_version = {version}")
+
+    # -- API keys ------------------------------------------------------------------------
+
+    def add_api_key(
+        self,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        scopes: Iterable[str],
+        rate_per_minute: int | None = None,
+    ) -> ApiKeyRecord:
+        """Records a new API key by the SHA-256 of its secret (the key itself is never stored).
+
+        Args:
+            name: What the key is for.
+            prefix: Its first characters, shown to tell keys apart.
+            secret_hash: The SHA-256 of the whole key, hex.
+            scopes: Its scopes.
+            rate_per_minute: Its own rate limit (None: the API's default).
+
+        Raises:
+            ValueError: The name or the scopes are empty, or the rate is not positive.
+            StorageError: The prefix or the hash is taken.
+        """
+        scopes = tuple(scopes)
+        if not name.strip() or not scopes:
+            raise ValueError("an API key needs a name and at least one scope")
+        if rate_per_minute is not None and rate_per_minute < 1:
+            raise ValueError("rate_per_minute must be at least 1")
+        row = {
+            "name": name.strip(),
+            "prefix": prefix,
+            "secret_hash": secret_hash,
+            "scopes": _json(list(scopes)),
+            "rate_per_minute": rate_per_minute,
+            "created_at": utc_now(),
+        }
+        with self._write("add_api_key") as db:
+            key_id = int(db["api_keys"].insert(row).last_pk)
+        logger.info(f"{self}: API key {key_id} ({prefix}…) created")
+        return _api_key({**row, "id": key_id, "last_used_at": None, "revoked_at": None})
+
+    def api_key_by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
+        """The key whose secret has this SHA-256, revoked or not, if any."""
+        with self._read("api_key_by_hash") as db:
+            rows = list(db.query("SELECT * FROM api_keys WHERE secret_hash = ?", [secret_hash]))
+        return _api_key(rows[0]) if rows else None
+
+    def api_keys(self, *, include_revoked: bool = True) -> list[ApiKeyRecord]:
+        """Every API key, oldest first (only the unrevoked ones with ``include_revoked=False``)."""
+        sql = "SELECT * FROM api_keys"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        with self._read("api_keys") as db:
+            rows = list(db.query(sql + " ORDER BY id"))
+        return [_api_key(row) for row in rows]
+
+    def revoke_api_key(self, key_id: int) -> ApiKeyRecord | None:
+        """Revokes a key; revoking it again keeps the first time. None if there is no such key."""
+        with self._write("revoke_api_key") as db:
+            db.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                [utc_now(), key_id],
+            )
+            rows = list(db.query("SELECT * FROM api_keys WHERE id = ?", [key_id]))
+        if rows:
+            logger.info(f"{self}: API key {key_id} revoked")
+        return _api_key(rows[0]) if rows else None
+
+    def touch_api_key(self, key_id: int, at: str | None = None) -> None:
+        """Records that a key was used at ``at`` (default now)."""
+        when = _utc(at) if at is not None else utc_now()
+        with self._write("touch_api_key") as db:
+            db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [when, key_id])
+
+    # -- access audit ----------------------------------------------------------------------
+
+    def add_access_audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        key_id: int | None = None,
+        user_id: int | None = None,
+        session_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Records an access to personal data and returns the row's id.
+
+        Args:
+            actor: Who: the API key's name, or ``cli``.
+            action: What, e.g. ``user.exported``, ``user.erased``, ``transcript.read``.
+            key_id: The API key used, if any.
+            user_id: Whose data, if a user's.
+            session_id: Which session's data, if one session's.
+            detail: JSON-serializable details with no personal data.
+
+        Raises:
+            ValueError: ``actor`` or ``action`` is empty, or ``detail`` is not JSON-serializable.
+        """
+        if not actor or not action:
+            raise ValueError("an audit row needs an actor and an action")
+        row = {
+            "at": utc_now(),
+            "actor": actor,
+            "action": action,
+            "key_id": key_id,
+            "user_id": user_id,
+            "session_id": session_id,
+            "detail": _json_or_none(dict(detail) if detail is not None else None),
+        }
+        with self._write("add_access_audit") as db:
+            return int(db["access_audit"].insert(row).last_pk)
+
+    def access_audit(
+        self,
+        *,
+        user_id: int | None = None,
+        session_id: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+    ) -> list[AccessAuditRecord]:
+        """Audit rows, newest first, matching every filter given."""
+        clauses, params = [], []
+        for column, value in (("user_id", user_id), ("session_id", session_id), ("action", action)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM access_audit" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._read("access_audit") as db:
+            rows = list(db.query(sql, params))
+        return [
+            AccessAuditRecord(**{**row, "detail": _json_or_none_loads(row["detail"])})
+            for row in rows
+        ]
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def add_job(self, kind: str, input: Mapping[str, Any]) -> JobRecord:
+        """Records a queued job with a new random id.
+
+        Raises:
+            ValueError: ``input`` is not JSON-serializable.
+        """
+        now = utc_now()
+        row = {
+            "id": uuid.uuid4().hex,
+            "kind": kind,
+            "status": "queued",
+            "input": _json(dict(input)),
+            "result": None,
+            "error": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write("add_job") as db:
+            db["jobs"].insert(row)
+        return _job(row)
+
+    def update_job(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Sets a job's status, result and error.
+
+        Raises:
+            ValueError: The status is unknown, or ``result`` is not JSON-serializable.
+            StorageError: There is no such job.
+        """
+        if status not in JOB_STATUSES:
+            raise ValueError(f"unknown job status {status!r}; one of {sorted(JOB_STATUSES)}")
+        encoded = _json_or_none(dict(result) if result is not None else None)
+        with self._write("update_job") as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+                [status, encoded, error, utc_now(), job_id],
+            )
+            if cursor.rowcount == 0:
+                raise StorageError(f"{self.path}: no job {job_id[:8]}…")
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job with this id, if any."""
+        with self._read("get_job") as db:
+            rows = list(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        return _job(rows[0]) if rows else None
+
+    def jobs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
+        """Jobs, newest first, matching every filter given."""
+        clauses, params = [], []
+        for column, value in (("kind", kind), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._read("jobs") as db:
+            rows = list(db.query(sql + " ORDER BY created_at DESC, id LIMIT ?", [*params, limit]))
+        return [_job(row) for row in rows]
+
+    def fail_unfinished_jobs(self, error: str) -> int:
+        """Marks every queued or running job failed with ``error``; returns how many.
+
+        Jobs run in the process that accepted them: after a restart, nothing runs them.
+        """
+        with self._write("fail_unfinished_jobs") as db:
+            return db.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?"
+                " WHERE status IN ('queued', 'running')",
+                [error, utc_now()],
+            ).rowcount
+
+    # -- webhooks: subscriptions, the outbox and deliveries ---------------------------------
+
+    def add_webhook_subscription(
+        self, url: str, event_types: Iterable[str], secret: str
+    ) -> WebhookSubscription:
+        """Records an active subscription.
+
+        Args:
+            url: The receiver's URL.
+            event_types: The event types it receives; ``*`` for all.
+            secret: The key its deliveries are signed with.
+
+        Raises:
+            ValueError: The URL, the event types or the secret is empty.
+        """
+        types = tuple(event_types)
+        if not url or not types or not secret:
+            raise ValueError("a subscription needs a URL, event types and a secret")
+        row = {
+            "url": url,
+            "event_types": _json(list(types)),
+            "secret": secret,
+            "active": 1,
+            "created_at": utc_now(),
+        }
+        with self._write("add_webhook_subscription") as db:
+            subscription_id = int(db["webhook_subscriptions"].insert(row).last_pk)
+        return _subscription({**row, "id": subscription_id})
+
+    def webhook_subscriptions(self, *, active_only: bool = False) -> list[WebhookSubscription]:
+        """Subscriptions, oldest first."""
+        sql = "SELECT * FROM webhook_subscriptions"
+        if active_only:
+            sql += " WHERE active = 1"
+        with self._read("webhook_subscriptions") as db:
+            rows = list(db.query(sql + " ORDER BY id"))
+        return [_subscription(row) for row in rows]
+
+    def delete_webhook_subscription(self, subscription_id: int) -> bool:
+        """Deletes a subscription with its outbox rows and their deliveries; False if none."""
+        with self._write("delete_webhook_subscription") as db:
+            return (
+                db.execute(
+                    "DELETE FROM webhook_subscriptions WHERE id = ?", [subscription_id]
+                ).rowcount
+                > 0
+            )
+
+    def add_outbox_event(self, event_type: str, payload: Mapping[str, Any]) -> int:
+        """Queues an event for every active subscription to its type; returns how many rows.
+
+        Raises:
+            ValueError: ``payload`` is not JSON-serializable.
+        """
+        with self._write("add_outbox_event") as db:
+            return _enqueue(db, event_type, payload)
+
+    def claim_outbox(
+        self, *, limit: int = 10, lease_secs: float = 60.0, now: str | None = None
+    ) -> list[OutboxRecord]:
+        """Takes up to ``limit`` undelivered rows that are due, oldest due first, for delivery.
+
+        Claiming counts an attempt and moves ``next_attempt_at`` ``lease_secs`` ahead, so
+        another dispatcher does not take the same rows, and a dispatcher that dies mid-delivery
+        leaves them to be retried. Follow with ``mark_outbox_delivered`` or
+        ``mark_outbox_failed``.
+
+        Args:
+            limit: At most this many rows.
+            lease_secs: How long the rows stay hidden from other claims.
+            now: The current time (default: now).
+        """
+        moment = _utc(now) if now is not None else utc_now()
+        lease = (datetime.fromisoformat(moment) + timedelta(seconds=lease_secs)).isoformat(
+            timespec="microseconds"
+        )
+        with self._write("claim_outbox") as db:
+            rows = list(
+                db.query(
+                    "SELECT * FROM outbox WHERE delivered_at IS NULL"
+                    " AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?"
+                    " ORDER BY next_attempt_at, id LIMIT ?",
+                    [moment, int(limit)],
+                )
+            )
+            if rows:
+                ids = [row["id"] for row in rows]
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?"
+                    f" WHERE id IN ({', '.join('?' * len(ids))})",
+                    [lease, *ids],
+                )
+        return [
+            _outbox({**row, "attempts": row["attempts"] + 1, "next_attempt_at": lease})
+            for row in rows
+        ]
+
+    def mark_outbox_delivered(self, outbox_id: int, at: str | None = None) -> None:
+        """Records that a row was delivered (it is never claimed again).
+
+        Raises:
+            StorageError: There is no such row.
+        """
+        when = _utc(at) if at is not None else utc_now()
+        with self._write("mark_outbox_delivered") as db:
+            cursor = db.execute(
+                "UPDATE outbox SET delivered_at = ?, next_attempt_at = NULL, last_error = NULL"
+                " WHERE id = ?",
+                [when, outbox_id],
+            )
+            if cursor.rowcount == 0:
+                raise StorageError(f"{self.path}: no outbox row {outbox_id}")
+
+    def mark_outbox_failed(self, outbox_id: int, error: str, next_attempt_at: str | None) -> None:
+        """Records a failed attempt.
+
+        Args:
+            outbox_id: The row.
+            error: What went wrong (no personal data: it is kept).
+            next_attempt_at: When to try again; None gives up on the row.
+
+        Raises:
+            StorageError: There is no such row.
+        """
+        when = _utc_or_none(next_attempt_at)
+        with self._write("mark_outbox_failed") as db:
+            cursor = db.execute(
+                "UPDATE outbox SET last_error = ?, next_attempt_at = ? WHERE id = ?",
+                [error, when, outbox_id],
+            )
+            if cursor.rowcount == 0:
+                raise StorageError(f"{self.path}: no outbox row {outbox_id}")
+
+    def outbox(
+        self, *, event_type: str | None = None, pending_only: bool = False
+    ) -> list[OutboxRecord]:
+        """Outbox rows, oldest first: of one event type, and only those still to be delivered
+        (not delivered, not given up) with ``pending_only``."""
+        clauses, params = [], []
+        if event_type is not None:
+            clauses.append("event_type = ?")
+            params.append(event_type)
+        if pending_only:
+            clauses.append("delivered_at IS NULL AND next_attempt_at IS NOT NULL")
+        sql = "SELECT * FROM outbox" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._read("outbox") as db:
+            rows = list(db.query(sql + " ORDER BY id", params))
+        return [_outbox(row) for row in rows]
+
+    def add_webhook_delivery(
+        self,
+        outbox_id: int,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        at: str | None = None,
+    ) -> int:
+        """Records one delivery attempt of an outbox row and returns its id.
+
+        Raises:
+            StorageError: There is no such outbox row.
+        """
+        row = {
+            "outbox_id": outbox_id,
+            "at": _utc(at) if at is not None else utc_now(),
+            "status_code": status_code,
+            "error": error,
+            "duration_ms": duration_ms,
+        }
+        with self._write("add_webhook_delivery") as db:
+            return int(db["webhook_deliveries"].insert(row).last_pk)
+
+    def webhook_deliveries(self, outbox_id: int | None = None) -> list[WebhookDelivery]:
+        """Delivery attempts, oldest first, of one outbox row or of all."""
+        sql, params = "SELECT * FROM webhook_deliveries", []
+        if outbox_id is not None:
+            sql += " WHERE outbox_id = ?"
+            params.append(outbox_id)
+        with self._read("webhook_deliveries") as db:
+            rows = list(db.query(sql + " ORDER BY id", params))
+        return [WebhookDelivery(**row) for row in rows]
 
     # -- a user's data ---------------------------------------------------------------------
 
@@ -921,9 +1816,11 @@ class SQLiteStorage:
     def erase_user(self, user_id: int) -> None:
         """Deletes everything stored about a user, and scrubs it from the file.
 
-        Identities, sessions, their turns, memories, preferences and the events that name the
-        user or one of their sessions go in one transaction, with a ``user.erased`` audit event
-        holding only a random erasure id and the counts. Then VACUUM rebuilds the file and a
+        Identities, sessions, their turns, memories, preferences, the events and webhook outbox
+        rows (with their deliveries) that name the user or one of their sessions go in one
+        transaction, with a ``user.erased`` audit event holding only a random erasure id and the
+        counts. Access-audit rows about the user stay, unlinked from them: their user and
+        session ids are replaced by the erasure id. Then VACUUM rebuilds the file and a
         TRUNCATE checkpoint empties the WAL, so the deleted text is not left in free pages.
 
         Raises:
@@ -938,6 +1835,12 @@ class SQLiteStorage:
                 "events": "DELETE FROM events"
                 " WHERE json_extract(data, '$.user_id') IN (:user, CAST(:user AS TEXT))"
                 f" OR json_extract(data, '$.session_id') IN ({user_sessions})",
+                "outbox": "DELETE FROM outbox"
+                " WHERE json_extract(payload, '$.session.user_id') IN (:user, CAST(:user AS TEXT))"
+                f" OR json_extract(payload, '$.session.id') IN ({user_sessions})",
+                "access_audit": "UPDATE access_audit"
+                " SET user_id = NULL, session_id = NULL, erasure_id = :erasure"
+                f" WHERE user_id = :user OR session_id IN ({user_sessions})",
                 "turns": f"DELETE FROM turns WHERE session_id IN ({user_sessions})",
                 "session_stats": f"DELETE FROM session_stats WHERE session_id IN ({user_sessions})",
                 "memories": "DELETE FROM memories WHERE user_id = :user",
@@ -947,7 +1850,7 @@ class SQLiteStorage:
                 "users": "DELETE FROM users WHERE id = :user",
             }
             counts = {
-                table: db.execute(sql, {"user": user_id}).rowcount
+                table: db.execute(sql, {"user": user_id, "erasure": erasure_id}).rowcount
                 for table, sql in statements.items()
             }
             db["events"].insert(
@@ -1014,6 +1917,105 @@ def _identity(row: Mapping[str, Any]) -> Identity:
     return Identity(
         user_id=row["user_id"], kind=row["kind"], value=row["value"], created_at=row["created_at"]
     )
+
+
+def _json_or_none_loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _api_key(row: Mapping[str, Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=tuple(json.loads(row["scopes"])),
+        rate_per_minute=row["rate_per_minute"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _job(row: Mapping[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        kind=row["kind"],
+        status=row["status"],
+        input=json.loads(row["input"]),
+        result=_json_or_none_loads(row["result"]),
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _subscription(row: Mapping[str, Any]) -> WebhookSubscription:
+    return WebhookSubscription(
+        id=row["id"],
+        url=row["url"],
+        event_types=tuple(json.loads(row["event_types"])),
+        secret=row["secret"],
+        active=bool(row["active"]),
+        created_at=row["created_at"],
+    )
+
+
+def _outbox(row: Mapping[str, Any]) -> OutboxRecord:
+    return OutboxRecord(**{**row, "payload": json.loads(row["payload"])})
+
+
+def _session_filters(
+    *,
+    user_id: int | None = None,
+    persona: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (with a leading space, or empty) and parameters of a session filter."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if user_id is not None:
+        clauses.append("user_id = ?")
+        params.append(user_id)
+    if persona is not None:
+        clauses.append("persona = ?")
+        params.append(persona)
+    if since is not None:
+        clauses.append("started_at >= ?")
+        params.append(_utc(since))
+    if until is not None:
+        clauses.append("started_at < ?")
+        params.append(_utc(until))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _enqueue(db: Database, event_type: str, payload: Mapping[str, Any]) -> int:
+    """Outbox rows for ``event_type``, one per active subscription to it, in the open transaction.
+
+    Returns:
+        How many rows were written.
+    """
+    subscribers = [
+        row["id"]
+        for row in db.query("SELECT id, event_types FROM webhook_subscriptions WHERE active = 1")
+        if {event_type, "*"} & set(json.loads(row["event_types"]))
+    ]
+    if not subscribers:
+        return 0
+    now = utc_now()
+    encoded = _json(dict(payload))
+    db["outbox"].insert_all(
+        {
+            "subscription_id": subscription_id,
+            "event_type": event_type,
+            "payload": encoded,
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for subscription_id in subscribers
+    )
+    return len(subscribers)
 
 
 def _turn(row: Mapping[str, Any]) -> TurnRecord:

@@ -1,4 +1,5 @@
-"""A Twilio REST stand-in for call updates (the hang-up ``TwilioFrameSerializer`` sends).
+"""A Twilio REST stand-in for call updates (the hang-up ``TwilioFrameSerializer`` sends) and
+outbound call creation (``POST …/Calls.json`` with ``To``, ``From`` and ``Url`` or ``Twiml``).
 
 PROTOCOLS.md section 4: ``POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json`` with HTTP Basic
 auth and the form body ``Status=completed``::
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +29,10 @@ _VALID_STATUSES = {"completed", "canceled"}
 class TwilioRESTStandIn(HttpStandIn):
     """Twilio's Call-update endpoint on loopback.
 
-    Records ``requests`` (``(call_sid, form)`` for every authenticated update) and
-    ``hangups`` (``(call_sid, form)`` for each accepted ``Status=completed``). A call hung up
-    once, or marked with ``mark_ended``, answers later updates with 404 (code 20404).
+    Records ``requests`` (``(call_sid, form)`` for every authenticated update),
+    ``hangups`` (``(call_sid, form)`` for each accepted ``Status=completed``) and ``created``
+    (``(call_sid, form)`` for each outbound call placed). A call hung up once, or marked with
+    ``mark_ended``, answers later updates with 404 (code 20404).
     """
 
     def __init__(self, *, account_sid: str, auth_token: str) -> None:
@@ -45,6 +48,7 @@ class TwilioRESTStandIn(HttpStandIn):
         self._ended: set[str] = set()
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.hangups: list[tuple[str, dict[str, str]]] = []
+        self.created: list[tuple[str, dict[str, str]]] = []
 
     @property
     def base_url(self) -> str:
@@ -63,6 +67,7 @@ class TwilioRESTStandIn(HttpStandIn):
         app.router.add_post(
             "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", self._update_call
         )
+        app.router.add_post("/2010-04-01/Accounts/{account_sid}/Calls.json", self._create_call)
 
     def _error_response(self, status: int, message: str) -> web.Response:
         codes = {401: 20003, 404: 20404}
@@ -111,3 +116,35 @@ class TwilioRESTStandIn(HttpStandIn):
             "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
         }
         return web.json_response(body)
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            logger.warning(f"{self}: refused call creation with bad credentials")
+            return self._error_response(401, "Authenticate")
+        account_sid = request.match_info["account_sid"]
+        if request.content_type != "application/x-www-form-urlencoded":
+            return self._error_response(400, f"unsupported content type {request.content_type}")
+        try:
+            form = {k: str(v) for k, v in (await request.post()).items()}
+        except ValueError as e:
+            return self._error_response(400, f"malformed form body: {e}")
+        if account_sid != self._account_sid:
+            return self._error_response(404, "not found")
+        for name in ("To", "From"):
+            if not form.get(name):
+                return self._error_response(400, f"Required parameter {name} is missing.")
+        if not (form.get("Url") or form.get("Twiml")):
+            return self._error_response(400, "Either Url or Twiml is required.")
+        call_sid = "CA" + uuid.uuid4().hex
+        self.created.append((call_sid, form))
+        body: dict[str, Any] = {
+            "sid": call_sid,
+            "account_sid": account_sid,
+            "to": form["To"],
+            "from": form["From"],
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
+        }
+        return web.json_response(body, status=201)
