@@ -71,6 +71,28 @@ class Persona(BaseModel):
         description="The knowledge-base collection it answers from (one per persona or tenant).",
     )
     language: str = "en"
+    emotional: bool = Field(
+        default=True,
+        description="Whether the caller's emotion shapes the bot's voice (and hints the LLM).",
+    )
+    voice_emotion: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The voice's own emotion with Cartesia (e.g. 'content'); default: none.",
+    )
+    emotion_styles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="How the bot sounds per caller emotion, e.g. "
+        "{sad: {emotion: sympathetic, speed: 0.85}} (see mindbot/emotion.py).",
+    )
+
+    @field_validator("emotion_styles")
+    @classmethod
+    def _check_emotion_styles(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from mindbot.emotion import check_styles
+
+        check_styles(value)
+        return value
 
     @field_validator("name")
     @classmethod

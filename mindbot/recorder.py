@@ -27,6 +27,7 @@ class SessionRecorder:
         self._latency: dict[str, LatencyReport] = {}
         self._tool_calls: dict[str, list[dict]] = {}
         self._sources: dict[str, list[dict]] = {}
+        self._emotion: dict[str, dict] = {}
 
     def on_session_started(self, call: Call) -> None:
         """Record the session, bound to its user (``Call.stored_user_id``)."""
@@ -34,13 +35,21 @@ class SessionRecorder:
         self._writer.submit(self._start, call, utc_now())
 
     def on_turn(self, call: Call, turn: TurnReport) -> None:
-        """Record a completed turn; a reply carries the latency measured for it."""
+        """Record a completed turn; a reply carries the latency measured for it.
+
+        A user turn with no words (a voice command, whose words no one else sees) is not a
+        turn of the conversation and is not stored; the command is (``on_command``).
+        """
+        if turn.role == "user" and not turn.text.strip():
+            self._emotion.pop(call.session_id, None)
+            return
         idx = self._next_turn.get(call.session_id, 0)
         self._next_turn[call.session_id] = idx + 1
         reply = turn.role == "assistant"
         latency = self._latency.pop(call.session_id, None) if reply else None
         tool_calls = self._tool_calls.pop(call.session_id, None) if reply else None
         sources = self._sources.pop(call.session_id, None) if reply else None
+        emotion = None if reply else self._emotion.pop(call.session_id, None)
         now = utc_now()
         record = TurnRecord(
             session_id=call.session_id,
@@ -54,6 +63,7 @@ class SessionRecorder:
             stages=latency.stages if latency else None,
             tool_calls=tool_calls,
             sources=sources or None,
+            emotion=emotion,
         )
         self._writer.submit("add_turn", record)
 
@@ -69,6 +79,16 @@ class SessionRecorder:
         """Keep the knowledge-base sources until the reply that used them completes."""
         self._sources[call.session_id] = sources
 
+    def on_command(self, call: Call, action: str) -> None:
+        """Record a voice command as an event of the session (the action, never words)."""
+        self._writer.submit(
+            "add_event", "voice.command", {"session_id": call.session_id, "action": action}
+        )
+
+    def on_emotion(self, call: Call, emotion: dict) -> None:
+        """Keep the caller's emotion until their turn completes (the latest estimate wins)."""
+        self._emotion[call.session_id] = emotion
+
     def on_session_ended(self, call: Call, reason: str) -> None:
         """Record how the session ended (and tool calls whose reply never came, on a cut-off
         assistant turn, so the audit trail keeps them)."""
@@ -78,6 +98,7 @@ class SessionRecorder:
         self._latency.pop(call.session_id, None)
         self._tool_calls.pop(call.session_id, None)
         self._sources.pop(call.session_id, None)
+        self._emotion.pop(call.session_id, None)
         self._writer.submit("end_session", call.session_id, reason, utc_now())
 
     def _start(self, call: Call, started_at: str) -> None:

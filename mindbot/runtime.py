@@ -29,10 +29,13 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_mute import BaseUserMuteStrategy
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
+from mindbot.frames import EmotionFrame
 from mindbot.kb.knowledge import KnowledgeBase
 from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
@@ -43,6 +46,7 @@ from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
 from mindbot.storage import AsyncStorageWriter, SQLiteStorage
 from mindbot.tools import ToolContext, ToolRegistry, ToolSession
 from mindbot.vocabulary import build_vocabulary
+from mindbot.voice_commands import COMMANDS_DIR, CommandSet, available_languages, load_commands
 from mindbot.voices import (
     LanguageSwitching,
     VoiceCatalog,
@@ -105,6 +109,12 @@ class MindBot:
         self.tools = ToolRegistry.default(settings.tools)
         self._check_persona_tools()
         self.voices = VoiceCatalog.load(user_file=settings.voices_file)
+        self.commands: dict[str, CommandSet] = {}
+        if settings.voice_commands:  # a broken commands file stops start-up
+            folder = settings.voice_commands_dir or COMMANDS_DIR
+            self.commands = {
+                code: load_commands(code, folder=folder) for code in available_languages(folder)
+            }
         self.listeners: list[SessionListener] = []
         self._llm_server = None
         self._factory: ServiceFactory | None = None
@@ -229,7 +239,13 @@ class MindBot:
     # --- Building blocks for pipelines -------------------------------------------------------
 
     def context_aggregators(
-        self, context: LLMContext, call: Call, *, wake_phrases: Sequence[str] = ()
+        self,
+        context: LLMContext,
+        call: Call,
+        *,
+        wake_phrases: Sequence[str] = (),
+        mute_strategies: Sequence[BaseUserMuteStrategy] = (),
+        stop_strategies: Sequence[BaseUserTurnStopStrategy] = (),
     ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
         """The session's user and assistant aggregators, reporting turns to the listeners.
 
@@ -241,10 +257,18 @@ class MindBot:
             context: The session's LLM context.
             call: The session's call.
             wake_phrases: The caller's own wake phrases, besides ``audio.wake_phrases``.
+            mute_strategies: More user mute strategies (e.g. the voice commands').
+            stop_strategies: More user-turn stop strategies (e.g. the voice commands').
         """
+        params = self.services.user_params(wake_phrases=wake_phrases)
+        params.user_mute_strategies.extend(mute_strategies)
+        if stop_strategies:
+            turns = params.user_turn_strategies
+            assert turns is not None and turns.stop is not None
+            turns.stop.extend(stop_strategies)
         user, assistant = LLMContextAggregatorPair(
             context,
-            user_params=self.services.user_params(wake_phrases=wake_phrases),
+            user_params=params,
             assistant_params=self.services.assistant_params(),
         )
 
@@ -529,6 +553,23 @@ class MindBot:
     def report_sources(self, call: Call, sources: list[dict]) -> None:
         """Tell the listeners which knowledge-base passages the next reply is given."""
         self._notify("on_sources", call, sources)
+
+    def report_emotion(self, call: Call, frame: EmotionFrame) -> None:
+        """Tell the listeners the caller's estimated emotion in the turn now ending."""
+        logger.debug(f"{call}: caller sounds {frame.label} ({frame.confidence:.2f})")
+        emotion = {
+            "label": frame.label,
+            "valence": round(frame.valence, 3),
+            "arousal": round(frame.arousal, 3),
+            "confidence": round(frame.confidence, 3),
+            "cues": {k: round(float(v), 3) for k, v in frame.cues.items()},
+        }
+        self._notify("on_emotion", call, emotion)
+
+    def report_command(self, call: Call, action: str) -> None:
+        """Tell the listeners a voice command was carried out."""
+        logger.info(f"{call}: voice command {action}")
+        self._notify("on_command", call, action)
 
     async def recall(self, call: Call) -> MemoryContext:
         """What MindBot remembers about the caller (empty for anonymous callers)."""

@@ -139,5 +139,12 @@ class SessionListener(Protocol):
     def on_sources(self, call: Call, sources: list[dict[str, Any]]) -> None:
         """Knowledge-base passages were given to the LLM for the next reply (maybe none)."""
 
+    def on_emotion(self, call: Call, emotion: dict[str, Any]) -> None:
+        """The caller's emotion in the turn now ending was estimated (``label``, ``valence``,
+        ``arousal``, ``confidence``, numeric ``cues``; never words)."""
+
+    def on_command(self, call: Call, action: str) -> None:
+        """A voice command was carried out without the LLM (``stop``, ``repeat``, ...)."""
+
     def on_session_ended(self, call: Call, reason: str) -> None:
         """A session ended (``reason``: ``completed``, ``cancelled`` or ``error``)."""

@@ -27,11 +27,15 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
 
+from mindbot.emotion import EmotionAnalyzer, EmotionTracker, bot_style, hint_for
 from mindbot.preferences import LANGUAGES, WAKE_PHRASE_PREFERENCE
 from mindbot.runtime import MindBot
 from mindbot.session import Call
+from processors.emotion_detector import EmotionDetector, EmotionHint
 from processors.knowledge_retrieval import KnowledgeRetrieval
 from processors.language_switcher import LanguageSwitcher
+from processors.voice_commands import VoiceCommands
+from processors.voice_style import VoiceStyleController
 
 STILL_THERE = "Are you still there?"
 GOODBYE = "It seems you've stepped away. Goodbye for now!"
@@ -88,6 +92,44 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     listeners: list[FrameProcessor] = []
     injectors: list[FrameProcessor] = []
 
+    mute_strategies: list = []
+    stop_strategies: list = []
+    after_tts: list[FrameProcessor] = []
+    if commands := bot.commands.get(speech.language):
+        voice = VoiceCommands(
+            commands.match,
+            replies=commands.replies,
+            resolve_voice=bot.voices.resolver(bot.providers.tts),
+            on_command=lambda action: bot.report_command(call, action),
+        )
+        listeners.append(voice.listener())  # first: command words reach no other listener
+        after_tts.append(voice.player())  # keeps the last reply's audio for "repeat that"
+        mute_strategies.append(voice.mute_strategy())
+        stop_strategies.append(voice.turn_end_strategy())
+
+    tts = services.tts(voices=speech.voices, speed=speech.speed, language=speech.language)
+    style = VoiceStyleController(
+        settings_type=type(tts).Settings,
+        speed=speech.speed,
+        emotion=persona.voice_emotion,
+        emotional=persona.emotional,
+    )
+    if bot.settings.emotion_detection:
+        listeners.append(
+            EmotionDetector(
+                analyzer=EmotionAnalyzer(), on_emotion=lambda frame: bot.report_emotion(call, frame)
+            )
+        )
+        injectors.append(
+            EmotionHint(
+                tracker=EmotionTracker(),
+                hint_for=hint_for,
+                style_for=(lambda label: bot_style(label, persona.emotion_styles))
+                if persona.emotional
+                else None,
+            )
+        )
+
     switching = bot.language_switching()
     logger.info(f"{call}: {switching.message}")
     if switching.enabled:
@@ -116,7 +158,11 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     context = LLMContext(tools=tools.schemas()) if tools else LLMContext()
     wake_phrase = memory.preferences.get(WAKE_PHRASE_PREFERENCE)
     user, assistant = bot.context_aggregators(
-        context, call, wake_phrases=[wake_phrase] if wake_phrase else ()
+        context,
+        call,
+        wake_phrases=[wake_phrase] if wake_phrase else (),
+        mute_strategies=mute_strategies,
+        stop_strategies=stop_strategies,
     )
     llm = services.llm(system_instruction=instruction)
     tools.attach(llm)
@@ -127,10 +173,12 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         ),
         user,
         llm,
-        services.tts(voices=speech.voices, speed=speech.speed, language=speech.language),
+        tts,
         assistant,
         listeners=listeners,
         injectors=injectors,
+        before_tts=[style],
+        after_tts=[*after_tts, style.output_volume()],
     )
     worker = bot.worker(pipeline, call)
     bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))

@@ -92,6 +92,7 @@ class EmotionDetector(FrameProcessor):
         self._rate = 0
         self._texts: list[str] = []
         self._vad_seen = self._speaking = self._in_turn = self._finalizes = False
+        self._unsaid = False  # words heard this turn that no EmotionFrame covers yet
         self._turn_frames = False  # whether the user aggregator sends UserStarted/Stopped
         self._paused = False  # the VAD stopped within the current turn
         self._measuring: asyncio.Task | None = None
@@ -109,6 +110,10 @@ class EmotionDetector(FrameProcessor):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speaking, self._paused = False, True
             self._measuring = self._measure_in_thread()
+            if self._unsaid and self._texts:
+                # Words came while the caller still spoke and no final follows them (the
+                # finalize answer was empty): estimate now, before the turn can end.
+                await self._emit()
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._in_turn = False
         elif isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
@@ -137,6 +142,7 @@ class EmotionDetector(FrameProcessor):
         if not self._in_turn:
             self._in_turn = True
             self._texts = []
+            self._unsaid = False
             self._audio = bytearray(self._preroll)
             self._cancel()
         elif vad and self._paused:  # the caller goes on after a pause in the same turn
@@ -150,9 +156,16 @@ class EmotionDetector(FrameProcessor):
         text = frame.text if isinstance(frame.text, str) else ""
         if text.strip():
             self._texts.append(text)
-        final = frame.finalized or not self._finalizes
-        if self._speaking or not final or not self._texts:
-            return
+            self._unsaid = True
+        # An STT that finalizes (Deepgram) may still send a final transcript of its own, by
+        # endpointing, before the VAD stops; after the stop, that one is the turn's last.
+        final = frame.finalized or not self._finalizes or not self._speaking
+        if final and self._texts:
+            await self._emit()
+
+    async def _emit(self) -> None:
+        """Estimate the turn so far and push the ``EmotionFrame`` downstream."""
+        self._unsaid = False
         words = " ".join(self._texts)
         prosody = await self._prosody()
         try:

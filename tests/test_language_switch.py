@@ -6,19 +6,14 @@ import numpy as np
 import pytest
 from pipecat.frames.frames import (
     ErrorFrame,
-    Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
     LLMContextFrame,
     TextFrame,
     TranscriptionFrame,
-    TTSUpdateSettingsFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.deepgram.stt import DeepgramSTTService
-from pipecat.services.settings import TTSSettings
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transcriptions.language import Language
 
@@ -26,7 +21,8 @@ from mindbot.frames import VoiceStyleFrame
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.preferences import LANGUAGES
 from mindbot.standins import DeepgramStandIn, Text
-from mindbot.voices import VoiceCatalog, catalog_speech_style, language_switching
+from mindbot.voices import VoiceCatalog
+from pipelines.assistant import run
 from processors.language_switcher import (
     MESSAGE_NAME,
     LanguageSwitcher,
@@ -282,71 +278,7 @@ async def test_the_deepgram_stand_in_reports_scripted_languages_with_language_mu
     assert (plain_final.text, plain_final.language) == ("bonjour", None)
 
 
-# -- A whole call: the caller speaks English, then Spanish -------------------------------
-
-
-class ApplyVoiceStyle(FrameProcessor):
-    """Test-only stand-in for the voice style controller: applies voice and language at once.
-
-    processors/voice_style.py (another helper's) is the real one; this applies a
-    ``VoiceStyleFrame``'s voice and language as a ``TTSUpdateSettingsFrame`` right away, which is
-    enough here because the caller speaks only while the bot is silent.
-    """
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, VoiceStyleFrame):
-            delta = TTSSettings(voice=frame.voice or None, language=frame.language)
-            await self.push_frame(TTSUpdateSettingsFrame(delta=delta), direction)
-        await self.push_frame(frame, direction)
-
-
-async def run_with_language_switching(transport, call, bot) -> None:
-    """The assistant pipeline (as pipelines/assistant.py composes it) plus language switching."""
-    services = bot.services
-    persona = bot.persona_for(call)
-    memory = await bot.recall(call)
-    provider = bot.providers.tts
-    speech = catalog_speech_style(
-        persona.voices, persona.language, memory.preferences, provider, CATALOG
-    )
-    status = language_switching(bot.providers.stt, provider, CATALOG)
-    assert status.enabled, status.message
-    switcher = LanguageSwitcher(
-        language=speech.language,
-        voice=speech.voices.get(provider),
-        voice_for=_cartesia_voice_for,
-        names=LANGUAGES,
-        languages=status.languages,
-    )
-    s = bot.settings
-    # ServiceFactory.stt() takes a Language; Deepgram's multilingual mode is the string "multi".
-    stt = DeepgramSTTService(
-        api_key=s.deepgram_api_key.get_secret_value(),
-        base_url=s.deepgram_base_url,
-        settings=DeepgramSTTService.Settings(
-            model=s.deepgram_model, language="multi", interim_results=True
-        ),
-    )
-    context = LLMContext()
-    user, assistant = bot.context_aggregators(context, call)
-    pipeline = Pipeline(
-        [
-            transport.input(),
-            stt,
-            switcher.listener(),
-            user,
-            switcher.injector(),
-            services.llm(system_instruction=persona.system_instruction()),
-            ApplyVoiceStyle(),
-            services.tts(voices=speech.voices, speed=speech.speed, language=speech.language),
-            transport.output(),
-            assistant,
-        ]
-    )
-    worker = bot.worker(pipeline, call)
-    bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))
-    await bot.run_worker(worker)
+# -- A whole call through the assistant pipeline: the caller speaks English, then Spanish ------
 
 
 async def test_a_caller_who_switches_to_spanish_is_answered_in_spanish(cloud_services, voice_cache):
@@ -357,9 +289,9 @@ async def test_a_caller_who_switches_to_spanish_is_answered_in_spanish(cloud_ser
         ("Hola, ¿podemos hablar en español, por favor?", "es"),
     )
     cloud_services.llm.script(Text(english_reply), Text(spanish_reply))
-    bot = cloud_services.bot()
+    bot = cloud_services.bot(memory=False)
     try:
-        async with serve(bot, run_with_language_switching) as base_url:
+        async with serve(bot, run) as base_url:
             await simulated_call(
                 ws_url(base_url),
                 ["What is the weather like today", "Could we speak another language now"],
