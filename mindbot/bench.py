@@ -96,8 +96,15 @@ class CloudProfile:
 
 
 @asynccontextmanager
-async def cloud_profile(latencies: CloudLatencies | None = None) -> AsyncIterator[CloudProfile]:
-    """Deepgram, OpenAI and Cartesia stand-ins on loopback, injecting ``latencies``."""
+async def cloud_profile(
+    latencies: CloudLatencies | None = None, *, reply: str = CLOUD_REPLY
+) -> AsyncIterator[CloudProfile]:
+    """Deepgram, OpenAI and Cartesia stand-ins on loopback, injecting ``latencies``.
+
+    Args:
+        latencies: The injected service latencies.
+        reply: What the LLM stand-in answers every request with.
+    """
     from mindbot.speech import transcribe
     from mindbot.standins import CartesiaStandIn, DeepgramStandIn, ScriptedLLMServer, Text
 
@@ -106,7 +113,7 @@ async def cloud_profile(latencies: CloudLatencies | None = None) -> AsyncIterato
     async with (
         DeepgramStandIn(transcriber=transcribe, final_delay=latencies.stt_final, api_key=key) as dg,
         ScriptedLLMServer(
-            default_reply=Text(CLOUD_REPLY),
+            default_reply=Text(reply),
             first_token_delay=latencies.llm_first_token,
             token_delay=0.01,
             api_key=key,

@@ -213,6 +213,55 @@ def _bench_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _bench_commands(args: argparse.Namespace) -> None:
+    import asyncio
+
+    asyncio.run(_bench_commands_run(args))
+
+
+async def _bench_commands_run(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from mindbot.bench import CloudLatencies, cloud_profile, record_json
+    from mindbot.command_bench import LONG_REPLY, format_command_summary, run_command_bench
+    from mindbot.runtime import MindBot
+
+    configure_logging("WARNING")
+    run = _pipeline_module(args.pipeline).run
+    # The cloud profile's stand-ins; the caller's "stop" is transcribed by Whisper (the
+    # Deepgram stand-in's fallback), whose time counts as the STT's share.
+    latencies = CloudLatencies(stt_final=args.stt_delay)
+    async with cloud_profile(latencies, reply=LONG_REPLY) as cloud:
+        settings = Settings.load(
+            **cloud.settings,
+            stt="deepgram",
+            tts="cartesia",
+            memory=False,
+            user_idle_secs=0,
+            audio={"barge_in": args.barge_in},
+        )
+        bot = MindBot(settings)
+        await asyncio.to_thread(bot.start)
+        try:
+            result = await run_command_bench(bot, run, calls=args.calls)
+        finally:
+            await asyncio.to_thread(bot.stop)
+    print(format_command_summary(result.summary()))
+    if args.json:
+        record_json(Path(args.json), barge_in=args.barge_in, **result.as_dict())
+        print(f"wrote {args.json}")
+
+
+def _eval_emotion(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mindbot.emotion_eval import print_report, run_eval
+
+    configure_logging("WARNING")
+    print_report(run_eval(args.set, cache_dir=Path(args.cache) if args.cache else None))
+
+
 def _spoken_questions(eval_file) -> list[str]:
     """The evaluation set's answerable questions, as a caller would say them in one breath."""
     from mindbot.kb.knowledge import load_eval_items
@@ -457,6 +506,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     latency.add_argument("--json", help="write the raw results to this file")
     latency.set_defaults(handler=_bench_latency)
+    stop = benches.add_parser("commands", help='how fast "stop" silences the bot, on a call')
+    stop.add_argument("pipeline", nargs="?", default="assistant")
+    stop.add_argument("--calls", type=int, default=10, help="measured calls")
+    stop.add_argument(
+        "--barge-in",
+        choices=["always", "min_words", "never"],
+        default="never",
+        help="never: the command alone stops the bot (the command path's own figure)",
+    )
+    stop.add_argument(
+        "--stt-delay", type=float, default=0.15, help="the Deepgram stand-in's final delay"
+    )
+    stop.add_argument("--json", help="write the results to this file")
+    stop.set_defaults(handler=_bench_commands)
+    evals = commands.add_parser("eval", help="evaluations").add_subparsers(
+        dest="eval", required=True
+    )
+    emotion = evals.add_parser("emotion", help="emotion detection accuracy on a labelled set")
+    emotion.add_argument("--set", default=None, help="default: tests/fixtures/emotion/eval.yaml")
+    emotion.add_argument(
+        "--cache", default=None, help="a folder to cache the synthesized utterances in"
+    )
+    emotion.set_defaults(handler=_eval_emotion)
     plot = benches.add_parser("plot", help="PNG plots of a latency run's --json results")
     plot.add_argument("results", help="the JSON written by `mindbot bench latency --json`")
     plot.add_argument("--out", default="bench-results/plots", help="folder for the PNG files")

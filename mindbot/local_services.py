@@ -121,7 +121,9 @@ class _VoiceAtSpeed:
     """A shared ``PiperVoice`` that speaks at another rate (Piper's ``length_scale``).
 
     Pipecat's Piper service calls ``voice.synthesize(text)`` and reads ``voice.config``; this
-    passes both through, adding the session's synthesis settings.
+    passes both through, adding the session's synthesis settings. Slower speech also pauses
+    longer after each sentence (``pause_after``), as a calm speaker does; Piper has no pause
+    control of its own.
     """
 
     @classmethod
@@ -140,7 +142,28 @@ class _VoiceAtSpeed:
         self._syn_config = SynthesisConfig(length_scale=(voice.config.length_scale or 1.0) / speed)
 
     def synthesize(self, text: str, syn_config: Any = None) -> Any:
-        return self._voice.synthesize(text, syn_config=syn_config or self._syn_config)
+        yield from self._voice.synthesize(text, syn_config=syn_config or self._syn_config)
+        if pause := pause_after(self.speed):
+            samples = int(pause * self.config.sample_rate)
+            yield _Silence(b"\x00\x00" * samples)
+
+
+@dataclass(frozen=True)
+class _Silence:
+    """A pause, shaped like the ``AudioChunk`` Piper yields (what Pipecat reads of it)."""
+
+    audio_int16_bytes: bytes
+
+
+MAX_PAUSE_SECS = 0.35
+
+
+def pause_after(speed: float) -> float:
+    """Seconds of silence after each sentence at ``speed``: none at normal speed or faster,
+    0.25 s at 0.85 (the calm style), at most ``MAX_PAUSE_SECS``."""
+    if speed >= 1.0:
+        return 0.0
+    return round(min(MAX_PAUSE_SECS, 0.25 * (1.0 - speed) / 0.15), 3)
 
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from loguru import logger
@@ -35,7 +36,6 @@ from pipecat.workers.runner import WorkerRunner
 
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
-from mindbot.frames import EmotionFrame
 from mindbot.kb.knowledge import KnowledgeBase
 from mindbot.memory import TIMEZONE_PREFERENCE, MemoryContext, MemoryService, memory_tools
 from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
@@ -64,6 +64,9 @@ APOLOGY = "Sorry, I had trouble answering that. Could you say it again?"
 
 PipelineRun = Callable[[BaseTransport, Call, "MindBot"], Awaitable[None]]
 """A pipeline's entry point: run one session on a connected transport."""
+
+VoiceControl = Callable[..., Awaitable[None]]
+"""Changes a live session's voice: ``await control(voice=..., speed=..., volume=...)``."""
 
 
 def latency_observer(report: Callable[[LatencyReport], None]) -> UserBotLatencyObserver:
@@ -123,6 +126,7 @@ class MindBot:
         self.learning: set[asyncio.Task] = set()
         self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
+        self._voice_controls: dict[str, VoiceControl] = {}
         self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
         self._embedder = None
         self._knowledge: dict[str, KnowledgeBase] = {}
@@ -231,6 +235,26 @@ class MindBot:
         if name:
             logger.warning(f"{call}: unknown persona {str(name)[:40]!r}; using the default")
         return self.personas.get(self.settings.persona)
+
+    def voice_control(self, call: Call, control: VoiceControl) -> None:
+        """Register how a live session's voice is changed from outside the call (the API).
+
+        The pipeline owns the frames, so it gives the function; ``restyle`` calls it.
+        """
+        self._voice_controls[call.session_id] = control
+
+    async def restyle(self, session_id: str, **changes: Any) -> bool:
+        """Change a live session's voice (``voice`` id, ``speed``, ``volume``), from the bot's
+        next utterance.
+
+        Returns:
+            Whether the session is running in this process with a voice control.
+        """
+        control = self._voice_controls.get(session_id)
+        if control is None:
+            return False
+        await control(**changes)
+        return True
 
     def local_llm_healthy(self) -> bool | None:
         """Whether the supervised llama.cpp server answers (``None`` when MindBot runs none)."""
@@ -413,6 +437,7 @@ class MindBot:
             logger.exception(f"{call}: failed")
         finally:
             self._active.pop(call.session_id, None)
+            self._voice_controls.pop(call.session_id, None)
             for close in self._closers.pop(call.session_id, []):
                 try:
                     await close()
@@ -554,16 +579,15 @@ class MindBot:
         """Tell the listeners which knowledge-base passages the next reply is given."""
         self._notify("on_sources", call, sources)
 
-    def report_emotion(self, call: Call, frame: EmotionFrame) -> None:
-        """Tell the listeners the caller's estimated emotion in the turn now ending."""
-        logger.debug(f"{call}: caller sounds {frame.label} ({frame.confidence:.2f})")
-        emotion = {
-            "label": frame.label,
-            "valence": round(frame.valence, 3),
-            "arousal": round(frame.arousal, 3),
-            "confidence": round(frame.confidence, 3),
-            "cues": {k: round(float(v), 3) for k, v in frame.cues.items()},
-        }
+    def report_emotion(self, call: Call, emotion: dict[str, Any]) -> None:
+        """Tell the listeners the caller's estimated emotion in the turn now ending.
+
+        Args:
+            call: The session's call.
+            emotion: ``label``, ``valence``, ``arousal``, ``confidence`` and numeric ``cues``
+                (an ``EmotionFrame``'s ``as_record()``).
+        """
+        logger.debug(f"{call}: caller sounds {emotion.get('label')}")
         self._notify("on_emotion", call, emotion)
 
     def report_command(self, call: Call, action: str) -> None:

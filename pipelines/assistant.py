@@ -32,6 +32,7 @@ from mindbot.preferences import LANGUAGES, WAKE_PHRASE_PREFERENCE
 from mindbot.runtime import MindBot
 from mindbot.session import Call
 from processors.emotion_detector import EmotionDetector, EmotionHint
+from processors.frames import VoiceStyleFrame
 from processors.knowledge_retrieval import KnowledgeRetrieval
 from processors.language_switcher import LanguageSwitcher
 from processors.voice_commands import VoiceCommands
@@ -117,7 +118,8 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     if bot.settings.emotion_detection:
         listeners.append(
             EmotionDetector(
-                analyzer=EmotionAnalyzer(), on_emotion=lambda frame: bot.report_emotion(call, frame)
+                analyzer=EmotionAnalyzer(),
+                on_emotion=lambda frame: bot.report_emotion(call, frame.as_record()),
             )
         )
         injectors.append(
@@ -181,6 +183,11 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         after_tts=[*after_tts, style.output_volume()],
     )
     worker = bot.worker(pipeline, call)
+
+    async def restyle(**changes) -> None:  # the API's voice changes, applied like commands'
+        await worker.queue_frames([VoiceStyleFrame(source="command", **changes)])
+
+    bot.voice_control(call, restyle)
     bot.manage_connection(transport, worker, greeting=persona.greeting_for(memory.name))
     bot.end_after_idle(user, worker, prompt=STILL_THERE, goodbye=GOODBYE)
     await bot.run_worker(worker)

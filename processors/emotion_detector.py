@@ -38,14 +38,14 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from mindbot.frames import EmotionFrame, VoiceStyleFrame
+from processors.frames import EmotionFrame, VoiceStyleFrame
 
 MESSAGE_NAME = "emotion"
 """The ``name`` of the developer message that holds the hint (one per context)."""
 
 
 class Analyzer(Protocol):
-    """What the detector needs (``mindbot.emotion.EmotionAnalyzer``)."""
+    """What the detector needs (e.g. MindBot's ``EmotionAnalyzer``)."""
 
     def measure(self, pcm: bytes, sample_rate: int) -> Any:
         """Read a turn's audio (called in a thread)."""
@@ -240,7 +240,7 @@ def _mono(frame: InputAudioRawFrame) -> bytes:
 
 
 class Tracker(Protocol):
-    """What the hint needs (``mindbot.emotion.EmotionTracker``)."""
+    """What the hint needs (e.g. MindBot's ``EmotionTracker``)."""
 
     label: str
 

@@ -35,7 +35,7 @@ from loguru import logger
 from pipecat.frames.frames import Frame, LLMContextFrame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from mindbot.frames import VoiceStyleFrame
+from processors.frames import VoiceStyleFrame
 
 MESSAGE_NAME = "language"
 """The ``name`` of the developer message that holds the reply-language instruction."""

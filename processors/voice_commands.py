@@ -53,7 +53,7 @@ from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_mute import BaseUserMuteStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
-from mindbot.frames import VoiceStyleFrame
+from processors.frames import VoiceStyleFrame
 
 SPEED_STEPS = {"slower": 0.87, "faster": 1.15}
 VOLUME_STEPS = {"quieter": 0.8, "louder": 1.25}
@@ -62,7 +62,7 @@ MAX_REPLAY_SECS = 120.0
 
 
 class CommandLike(Protocol):
-    """What a match returns (``mindbot.voice_commands.Command``)."""
+    """What a match returns (e.g. MindBot's voice-commands ``Command``)."""
 
     @property
     def action(self) -> str:

@@ -11,6 +11,7 @@ from api_helpers import api_client, new_key, poll
 
 from mindbot.callsim import PhoneCall
 from mindbot.harness import simulated_call, ws_url
+from mindbot.speech import synthesize
 from mindbot.standins import Text, TwilioRESTStandIn
 from mindbot.storage import SessionRecord, TurnRecord
 
@@ -192,3 +193,41 @@ async def test_a_date_range_of_conversations_is_exported_page_by_page(cloud_serv
     assert [row.detail["format"] for row in audit] == ["jsonl", "csv", "jsonl"]
     assert audit[-1].detail["since"] == "2025-03-01T00:00:00.000000+00:00"
     assert all(row.actor == "warehouse" and row.user_id is None for row in audit)
+
+
+async def test_a_live_call_changes_voice_through_the_api(cloud_services, voice_cache):
+    lady = "71a7ad14-091c-4e8e-a314-022ece01c121"  # British Reading Lady, in the catalog
+    cloud_services.llm.script(Text("Here is my new voice."))
+    bot = cloud_services.bot(memory=False)
+    try:
+        writer = new_key(bot, ["write"])
+        async with api_client(bot) as client:
+            base = str(client.base_url).rstrip("/")
+            async with PhoneCall(ws_url(base)) as call:
+                await call.wait_for_bot_speech(timeout=15)
+                (live,) = bot.active_sessions
+                voice = f"/api/v1/sessions/{live.session_id}/voice"
+                bad = await client.post(voice, json={"voice": "Nobody At All"}, headers=writer)
+                assert bad.status_code == 422 and "Nobody At All" in bad.json()["detail"]
+                fast = await client.post(voice, json={"speed": 9}, headers=writer)
+                assert fast.status_code == 422
+                changed = await client.post(
+                    voice, json={"voice": "the british reading lady", "speed": 1.2}, headers=writer
+                )
+                assert changed.status_code == 202, changed.text
+                assert changed.json()["voice"] == lady
+
+                pcm, rate = synthesize("What is your voice like now?", cache_dir=voice_cache)
+                asked = await call.say(pcm, rate)
+                await call.wait_for_bot_speech(after=asked, timeout=15)
+            await wait_until(lambda: not bot.active_sessions, timeout=15)
+            gone = await client.post(voice, json={"speed": 1.0}, headers=writer)
+            assert gone.status_code in (404, 409)
+    finally:
+        bot.stop()
+    spoken = [r for r in cloud_services.cartesia.requests if r.get("transcript", "").strip()]
+    greeting = spoken[0]
+    (reply,) = [r for r in spoken if "new voice" in r["transcript"]]
+    assert greeting["voice"]["id"] != lady
+    assert reply["voice"]["id"] == lady
+    assert reply["generation_config"]["speed"] == 1.2

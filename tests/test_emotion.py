@@ -31,8 +31,8 @@ from mindbot.emotion import (
     read_text,
 )
 from mindbot.emotion_eval import ENERGIES, PITCHES, RATES, deliver, print_report, run_eval
-from mindbot.frames import EmotionFrame, VoiceStyleFrame
 from processors.emotion_detector import MESSAGE_NAME, EmotionDetector, EmotionHint
+from processors.frames import EmotionFrame, VoiceStyleFrame
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,12 +17,12 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transcriptions.language import Language
 
-from mindbot.frames import VoiceStyleFrame
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.preferences import LANGUAGES
 from mindbot.standins import DeepgramStandIn, Text
 from mindbot.voices import VoiceCatalog
 from pipelines.assistant import run
+from processors.frames import VoiceStyleFrame
 from processors.language_switcher import (
     MESSAGE_NAME,
     LanguageSwitcher,

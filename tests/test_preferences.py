@@ -80,7 +80,7 @@ def test_preferences_are_validated_when_set(tmp_path):
 
 
 def test_piper_speaks_slower_when_asked(offline_bot):
-    from mindbot.local_services import _VoiceAtSpeed
+    from mindbot.local_services import MAX_PAUSE_SECS, _VoiceAtSpeed, pause_after
 
     voice = offline_bot.models.piper()
 
@@ -89,6 +89,13 @@ def test_piper_speaks_slower_when_asked(offline_bot):
 
     normal, slow = samples(voice), samples(_VoiceAtSpeed(voice, 0.8))
     assert slow > normal * 1.15  # 1/0.8 = 1.25 times as long, give or take the pauses
+
+    # A calmer, slower voice also pauses after each sentence; normal speed adds nothing.
+    *_, last = _VoiceAtSpeed(voice, 0.85).synthesize("Hello there.")
+    pause = len(last.audio_int16_bytes) / 2 / voice.config.sample_rate
+    assert last.audio_int16_bytes.count(0) == len(last.audio_int16_bytes)
+    assert abs(pause - pause_after(0.85)) < 0.01 and pause_after(0.85) == 0.25
+    assert pause_after(1.0) == pause_after(1.2) == 0.0 and pause_after(0.5) == MAX_PAUSE_SECS
 
 
 async def test_a_callers_preferences_shape_the_next_call(cloud_services, voice_cache, tmp_path):

@@ -34,8 +34,8 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from mindbot.errors import ConfigError
-from mindbot.frames import VoiceStyleFrame
 from mindbot.voice_commands import Command, available_languages, load_commands, load_commands_file
+from processors.frames import VoiceStyleFrame
 from processors.voice_commands import VoiceCommandFrame, VoiceCommands
 
 EN = load_commands("en")

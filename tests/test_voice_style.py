@@ -22,9 +22,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.cartesia.tts import CartesiaTTSService, GenerationConfig
 from pipecat.tests.utils import SleepFrame, run_test
 
-from mindbot.frames import VoiceStyleFrame
 from mindbot.local_services import SharedPiperTTSService
 from mindbot.services import SharedModels
+from processors.frames import VoiceStyleFrame
 from processors.voice_style import VoiceStyleController, scale
 
 from conftest import make_settings

@@ -1,12 +1,21 @@
 """Wake phrases: a real user aggregator, built from the ServiceFactory's parameters, answers
-nothing until a phrase is heard, and goes back to waiting after the timeout."""
+nothing until a phrase is heard, and goes back to waiting after the timeout; and a phone call
+to an always-on bot, through the assistant pipeline."""
 
+import asyncio
+
+import pytest
 from pipecat.frames.frames import LLMContextFrame, TranscriptionFrame, UserStartedSpeakingFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.tests.utils import SleepFrame, run_test
 
+from mindbot.callsim import PhoneCall
+from mindbot.harness import serve, ws_url
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels, wake_strategy
+from mindbot.speech import synthesize
+from mindbot.standins import Text
+from pipelines.assistant import run
 
 from conftest import make_settings
 
@@ -119,3 +128,32 @@ async def test_odd_transcripts_neither_crash_nor_wake_the_bot():
     turns, events, _ = await converse(f, [*frames, TURN_END, said("hey mindbot hi"), TURN_END])
     assert turns == ["hey mindbot hi"]
     assert events == ["woken by hey mindbot"]
+
+
+async def test_a_call_to_an_always_on_bot_is_answered_only_after_its_wake_phrase(
+    cloud_services, voice_cache
+):
+    plain, woken = [
+        await asyncio.to_thread(synthesize, text, cache_dir=voice_cache)
+        for text in (
+            "What is the capital of France",
+            "Hello assistant what is the capital of France",
+        )
+    ]
+    cloud_services.llm.script(Text("Paris is the capital of France."))
+    # A phrase the stand-in's Whisper hears as said ("MindBot" needs Deepgram's keyterms).
+    bot = cloud_services.bot(memory=False, audio={"wake_phrases": ["hello assistant"]})
+    try:
+        async with serve(bot, run) as base_url, PhoneCall(ws_url(base_url)) as call:
+            await call.wait_for_bot_speech(timeout=10)  # the greeting
+            asked = await call.say(*plain)
+            with pytest.raises(TimeoutError):  # not woken: no answer
+                await call.wait_for_bot_speech(after=asked, timeout=4)
+            asked = await call.say(*woken)
+            answer = await call.wait_for_bot_speech(after=asked, timeout=10)
+    finally:
+        bot.stop()
+    assert answer.latency is not None
+    (request,) = [r for r in cloud_services.llm.requests if r.get("stream")]
+    users = [m["content"] for m in request["messages"] if m["role"] == "user"]
+    assert len(users) == 1 and "capital of France" in users[0]

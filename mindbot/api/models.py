@@ -96,6 +96,28 @@ class EndingOut(BaseModel):
     status: Literal["ending"] = "ending"
 
 
+class VoiceChangeIn(BaseModel):
+    """How a live session should sound from its next utterance; omitted fields stay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voice: str | None = Field(
+        default=None, min_length=1, max_length=100, description="A voice's name or id."
+    )
+    speed: float | None = Field(default=None, ge=0.6, le=1.5, description="Multiple of normal.")
+    volume: float | None = Field(default=None, ge=0.5, le=2.0, description="Multiple of normal.")
+
+
+class VoiceChangeOut(BaseModel):
+    """A voice change queued into a live session."""
+
+    session_id: str
+    voice: str | None
+    speed: float | None
+    volume: float | None
+    applies: Literal["from the next utterance"] = "from the next utterance"
+
+
 # --- users ------------------------------------------------------------------------------------
 
 

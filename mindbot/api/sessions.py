@@ -20,7 +20,15 @@ from fastapi.responses import StreamingResponse
 from loguru import logger
 
 from mindbot.api.auth import Principal
-from mindbot.api.models import EndingOut, SessionDetail, SessionOut, SessionPage, TurnOut
+from mindbot.api.models import (
+    EndingOut,
+    SessionDetail,
+    SessionOut,
+    SessionPage,
+    TurnOut,
+    VoiceChangeIn,
+    VoiceChangeOut,
+)
 
 if TYPE_CHECKING:
     from mindbot.api.app import Api
@@ -131,6 +139,37 @@ def sessions_router(api: "Api") -> APIRouter:
         logger.info(f"API: key {who.key.id} ends session {session_id[:8]}")
         task.cancel()
         return EndingOut(session_id=session_id)
+
+    @router.post(
+        "/sessions/{session_id}/voice",
+        response_model=VoiceChangeOut,
+        status_code=202,
+        responses={
+            **NOT_FOUND,
+            409: {"description": "The session is not in progress here"},
+            422: {"description": "No such voice, or a value out of range"},
+        },
+    )
+    async def change_voice(session_id: str, change: VoiceChangeIn, who: Writer):
+        """Change a live session's voice, speed or volume, from the bot's next utterance."""
+        voice_id = None
+        if change.voice is not None:
+            voice = api.bot.voices.resolve(change.voice, api.bot.providers.tts)
+            if voice is None:
+                raise HTTPException(422, f"No {api.bot.providers.tts} voice {change.voice!r}")
+            voice_id = voice.id
+        changed = await api.bot.restyle(
+            session_id, voice=voice_id, speed=change.speed, volume=change.volume
+        )
+        if not changed:
+            stored = await asyncio.to_thread(api.storage().get_session, session_id)
+            if stored is None:
+                raise HTTPException(404, "No such session")
+            raise HTTPException(409, "The session is not in progress on this server")
+        logger.info(f"API: key {who.key.id} changes the voice of session {session_id[:8]}")
+        return VoiceChangeOut(
+            session_id=session_id, voice=voice_id, speed=change.speed, volume=change.volume
+        )
 
     @router.get(
         "/conversations/export",

@@ -1,7 +1,8 @@
-"""MindBot's own frames: what its processors tell each other inside a pipeline.
+"""The frames MindBot's processors tell each other inside a pipeline.
 
 Processors are building blocks that do not know each other; they talk through these frames,
-so any of them can be left out of a pipeline and the rest still work.
+so any of them can be left out of a pipeline and the rest still work. Like every processor,
+this module imports Pipecat only.
 
 - ``EmotionFrame``: the caller's estimated emotion for one user turn (the emotion detector
   emits it, downstream, just before the turn's final transcription).
@@ -13,6 +14,7 @@ so any of them can be left out of a pipeline and the rest still work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipecat.frames.frames import DataFrame, SystemFrame
 
@@ -39,6 +41,16 @@ class EmotionFrame(DataFrame):
 
     def __str__(self) -> str:
         return f"{self.name}({self.label}, v={self.valence:+.2f}, a={self.arousal:+.2f})"
+
+    def as_record(self) -> dict[str, Any]:
+        """The estimate as stored with the turn: rounded numbers, never words."""
+        return {
+            "label": self.label,
+            "valence": round(self.valence, 3),
+            "arousal": round(self.arousal, 3),
+            "confidence": round(self.confidence, 3),
+            "cues": {k: round(float(v), 3) for k, v in self.cues.items()},
+        }
 
 
 @dataclass
