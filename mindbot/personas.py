@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mindbot.errors import ConfigError
+from mindbot.yamlfile import one_line, read_yaml_mapping
 
 SHIPPED_DIR = Path(__file__).parent / "personas"
 """The folder of the personas that ship with MindBot."""
@@ -191,22 +191,7 @@ def load_persona(path: Path) -> Persona:
         ConfigError: The file is missing, unreadable, not YAML, not a mapping, or a field is
             unknown, missing or invalid. The message is one line naming the file and field.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: persona file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError(f"{path}: cannot read persona file: {_one_line(reason)}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: {_describe_yaml_error(e)}") from None
-    if data is None:
-        raise ConfigError(f"{path}: persona file is empty; expected a mapping of fields")
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {kind}")
+    data = read_yaml_mapping(path, "persona file", expected="a mapping of fields")
     try:
         persona = Persona.model_validate(data)
     except ValidationError as e:
@@ -286,32 +271,6 @@ class PersonaLibrary:
         return self.get(DEFAULT_PERSONA)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects a key given twice, which plain YAML silently overwrites."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # an unhashable key; the base class reports it
-                break
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _describe_yaml_error(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"invalid YAML{where}: {_one_line(problem)}"
-
-
 def _describe_validation_error(error: ValidationError) -> str:
     problems = []
     for problem in error.errors():
@@ -334,7 +293,7 @@ def _describe_validation_error(error: ValidationError) -> str:
             if kind == "string_type" and isinstance(problem.get("input"), bool):
                 message += "; YAML reads yes, no, on and off as true or false, so quote it"
             problems.append(f"field {field!r}: {message}")
-    return _one_line("; ".join(problems))
+    return one_line("; ".join(problems))
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -352,7 +311,3 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def _short_repr(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mindbot.errors import ConfigError
+from mindbot.yamlfile import one_line, read_yaml_mapping
 
 COMMANDS_DIR = Path(__file__).parent / "voice_commands"
 """Where the shipped per-language command files live."""
@@ -264,17 +264,7 @@ def load_commands_file(path: Path) -> CommandSet:
     Raises:
         ConfigError: One line naming the file and what is wrong.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read voice commands: {_one_line(str(e))}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{path}: invalid YAML{where}: {_one_line(problem)}") from None
+    data = read_yaml_mapping(path, "voice commands file", expected="a mapping of fields")
     return CommandSet.from_mapping(data, source=str(path))
 
 
@@ -309,8 +299,4 @@ def _describe(error: ValidationError) -> str:
             problems.append(f"unknown field {where!r} (allowed: {allowed})")
         else:
             problems.append(f"field {where!r}: {problem['msg'][:1].lower()}{problem['msg'][1:]}")
-    return _one_line("; ".join(problems))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return one_line("; ".join(problems))

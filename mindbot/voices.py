@@ -40,13 +40,12 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mindbot.errors import ConfigError
-from mindbot.personas import _describe_yaml_error, _UniqueKeyLoader
 from mindbot.preferences import LANGUAGES, VOICE_PREFERENCE, SpeechStyle, speech_style
+from mindbot.yamlfile import read_yaml_mapping
 
 SHIPPED_DIR = Path(__file__).parent / "voices"
 """The folder of the voice files that ship with MindBot (one ``<provider>.yaml`` each)."""
@@ -301,22 +300,12 @@ def load_voices_file(path: Path) -> dict[str, ProviderVoices]:
         ConfigError: The file is missing, unreadable, not YAML or invalid; the message is one
             line naming the file and the field (e.g. ``cartesia.voices[2].id``).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: voices file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError(f"{path}: cannot read voices file: {_one_line(reason)}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: {_describe_yaml_error(e)}") from None
-    if data is None:
-        raise ConfigError(f"{path}: voices file is empty; expected providers and their voices")
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        raise ConfigError(f"{path}: expected a mapping of providers at the top level, got {kind}")
+    data = read_yaml_mapping(
+        path,
+        "voices file",
+        expected="a mapping of providers",
+        empty="providers and their voices",
+    )
     providers: dict[str, ProviderVoices] = {}
     for provider, entry in data.items():
         if not isinstance(provider, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", provider):
@@ -532,7 +521,3 @@ def _describe(provider: str, error: ValidationError) -> str:
 
 def _part(loc: int | str) -> str:
     return f"[{loc}]" if isinstance(loc, int) else str(loc)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
