@@ -1,7 +1,8 @@
 """Assistant: MindBot's general voice assistant, speaking as the call's persona.
 
-transport.input → STT → listeners (language, knowledge search) → user context (Silero VAD,
-smart-turn, barge-in, wake phrases) → injectors (passages, reply language) → LLM → TTS
+transport.input → STT → listeners (voice commands, emotion, language, knowledge search)
+→ user context (Silero VAD, smart-turn, barge-in, wake phrases) → injectors (passages,
+emotion hint, reply language) → LLM → voice style → TTS → command audio cache → volume
 → transport.output → assistant context
 
 Run it as MindBot does (``mindbot run assistant --transport webrtc|daily|twilio``) or the way
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
@@ -26,9 +28,13 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_mute import BaseUserMuteStrategy
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from mindbot.emotion import EmotionAnalyzer, EmotionTracker, bot_style, hint_for
-from mindbot.preferences import LANGUAGES, WAKE_PHRASE_PREFERENCE
+from mindbot.kb.knowledge import KnowledgeBase
+from mindbot.personas import Persona
+from mindbot.preferences import LANGUAGES, WAKE_PHRASE_PREFERENCE, SpeechStyle
 from mindbot.runtime import MindBot
 from mindbot.session import Call
 from processors.emotion_detector import EmotionDetector, EmotionHint
@@ -82,6 +88,83 @@ def build(
     )
 
 
+@dataclass
+class Blocks:
+    """A session's building blocks, by where they go in the pipeline (see ``build``)."""
+
+    listeners: list[FrameProcessor] = field(default_factory=list)
+    injectors: list[FrameProcessor] = field(default_factory=list)
+    after_tts: list[FrameProcessor] = field(default_factory=list)
+    mute_strategies: list[BaseUserMuteStrategy] = field(default_factory=list)
+    stop_strategies: list[BaseUserTurnStopStrategy] = field(default_factory=list)
+
+
+def add_commands(blocks: Blocks, bot: MindBot, call: Call, speech: SpeechStyle) -> None:
+    """Voice commands in the caller's language, when there is a commands file for it."""
+    commands = bot.commands.get(speech.language)
+    if commands is None:
+        return
+    voice = VoiceCommands(
+        commands.match,
+        replies=commands.replies,
+        resolve_voice=bot.voices.resolver(bot.providers.tts),
+        on_command=lambda action: bot.report_command(call, action),
+    )
+    blocks.listeners.append(voice.listener())  # first: command words reach no other listener
+    blocks.after_tts.append(voice.player())  # keeps the last reply's audio for "repeat that"
+    blocks.mute_strategies.append(voice.mute_strategy())
+    blocks.stop_strategies.append(voice.turn_end_strategy())
+
+
+def add_emotion(blocks: Blocks, bot: MindBot, call: Call, persona: Persona) -> None:
+    """The caller's emotion per turn (stored, hinted to the LLM) and, if the persona is
+    emotional, the bot's voice following it."""
+    if not bot.settings.emotion_detection:
+        return
+    blocks.listeners.append(
+        EmotionDetector(
+            analyzer=EmotionAnalyzer(),
+            on_emotion=lambda frame: bot.report_emotion(call, frame.as_record()),
+        )
+    )
+    style_for = (
+        (lambda label: bot_style(label, persona.emotion_styles)) if persona.emotional else None
+    )
+    blocks.injectors.append(
+        EmotionHint(tracker=EmotionTracker(), hint_for=hint_for, style_for=style_for)
+    )
+
+
+def add_language(blocks: Blocks, bot: MindBot, call: Call, speech: SpeechStyle) -> bool:
+    """Following the caller into another language (Deepgram only); whether it is on."""
+    switching = bot.language_switching()
+    logger.info(f"{call}: {switching.message}")
+    if not switching.enabled:
+        return False
+    provider = bot.providers.tts
+    switcher = LanguageSwitcher(
+        language=speech.language,
+        voice=speech.voices.get(provider),
+        voice_for=lambda code: (v := bot.voices.for_language(code, provider)) and v.id,
+        names=LANGUAGES,
+        languages=switching.languages,
+    )
+    blocks.listeners.append(switcher.listener())
+    blocks.injectors.append(switcher.injector())
+    return True
+
+
+def add_knowledge(blocks: Blocks, bot: MindBot, call: Call, kb: KnowledgeBase | None) -> None:
+    """Passages from the persona's knowledge base, searched while the caller speaks."""
+    if kb is None:
+        return
+    knowledge = KnowledgeRetrieval(
+        kb.asearch, on_sources=lambda sources: bot.report_sources(call, sources)
+    )
+    blocks.listeners.append(knowledge.listener())  # starts searches on transcripts
+    blocks.injectors.insert(0, knowledge.injector())  # passages into the context
+
+
 async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     """Run one assistant session on a connected transport until it ends."""
     services = bot.services
@@ -90,23 +173,12 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     speech = bot.speech_for(persona, memory)
     kb = await asyncio.to_thread(bot.knowledge_base, persona.knowledge_base)
     vocabulary = await asyncio.to_thread(bot.vocabulary_for, memory, kb)
-    listeners: list[FrameProcessor] = []
-    injectors: list[FrameProcessor] = []
 
-    mute_strategies: list = []
-    stop_strategies: list = []
-    after_tts: list[FrameProcessor] = []
-    if commands := bot.commands.get(speech.language):
-        voice = VoiceCommands(
-            commands.match,
-            replies=commands.replies,
-            resolve_voice=bot.voices.resolver(bot.providers.tts),
-            on_command=lambda action: bot.report_command(call, action),
-        )
-        listeners.append(voice.listener())  # first: command words reach no other listener
-        after_tts.append(voice.player())  # keeps the last reply's audio for "repeat that"
-        mute_strategies.append(voice.mute_strategy())
-        stop_strategies.append(voice.turn_end_strategy())
+    blocks = Blocks()
+    add_commands(blocks, bot, call, speech)
+    add_emotion(blocks, bot, call, persona)
+    multilingual = add_language(blocks, bot, call, speech)
+    add_knowledge(blocks, bot, call, kb)
 
     tts = services.tts(voices=speech.voices, speed=speech.speed, language=speech.language)
     style = VoiceStyleController(
@@ -115,43 +187,6 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         emotion=persona.voice_emotion,
         emotional=persona.emotional,
     )
-    if bot.settings.emotion_detection:
-        listeners.append(
-            EmotionDetector(
-                analyzer=EmotionAnalyzer(),
-                on_emotion=lambda frame: bot.report_emotion(call, frame.as_record()),
-            )
-        )
-        injectors.append(
-            EmotionHint(
-                tracker=EmotionTracker(),
-                hint_for=hint_for,
-                style_for=(lambda label: bot_style(label, persona.emotion_styles))
-                if persona.emotional
-                else None,
-            )
-        )
-
-    switching = bot.language_switching()
-    logger.info(f"{call}: {switching.message}")
-    if switching.enabled:
-        provider = bot.providers.tts
-        switcher = LanguageSwitcher(
-            language=speech.language,
-            voice=speech.voices.get(provider),
-            voice_for=lambda code: (v := bot.voices.for_language(code, provider)) and v.id,
-            names=LANGUAGES,
-            languages=switching.languages,
-        )
-        listeners.append(switcher.listener())
-        injectors.append(switcher.injector())
-    if kb is not None:
-        knowledge = KnowledgeRetrieval(
-            kb.asearch, on_sources=lambda sources: bot.report_sources(call, sources)
-        )
-        listeners.append(knowledge.listener())  # starts searches on transcripts
-        injectors.insert(0, knowledge.injector())  # passages into the context
-
     tools = bot.tools_for(call, memory, kb)
     language = f"Speak {speech.language_name}." if speech.language != persona.language else ""
     instruction = "\n\n".join(
@@ -163,24 +198,22 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         context,
         call,
         wake_phrases=[wake_phrase] if wake_phrase else (),
-        mute_strategies=mute_strategies,
-        stop_strategies=stop_strategies,
+        mute_strategies=blocks.mute_strategies,
+        stop_strategies=blocks.stop_strategies,
     )
     llm = services.llm(system_instruction=instruction)
     tools.attach(llm)
     pipeline = build(
         transport,
-        services.stt(
-            language=speech.language, vocabulary=vocabulary, multilingual=switching.enabled
-        ),
+        services.stt(language=speech.language, vocabulary=vocabulary, multilingual=multilingual),
         user,
         llm,
         tts,
         assistant,
-        listeners=listeners,
-        injectors=injectors,
+        listeners=blocks.listeners,
+        injectors=blocks.injectors,
         before_tts=[style],
-        after_tts=[*after_tts, style.output_volume()],
+        after_tts=[*blocks.after_tts, style.output_volume()],
     )
     worker = bot.worker(pipeline, call)
 
