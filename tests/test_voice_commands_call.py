@@ -119,8 +119,6 @@ async def test_stop_repeat_and_goodbye_are_acted_on_without_the_llm(cloud_servic
     finally:
         storage.close()
     assert actions == ["stop", "repeat", "goodbye"]
-    assert [t.text for t in turns if t.role == "user"] == [
-        "Tell me a long story.",
-        "What is the capital of France?",
-    ]
+    story, question = [t.text for t in turns if t.role == "user"]
+    assert "long story" in story and "capital of France" in question
     assert cartesia.cancelled, "the long answer's TTS was not cancelled"
