@@ -62,6 +62,8 @@ async def test_a_user_is_read_and_their_preferences_changed(cloud_services):
                 "memory": False,
                 "voice": "en_GB-alan-medium",
             }
+            woken = await client.patch(path, json={"wake_phrase": "hey  jarvis"}, headers=writer)
+            assert woken.json()["wake_phrase"] == "hey jarvis"
             slower = await client.patch(path, json={"speaking_rate": 0.9}, headers=writer)
             assert slower.json()["speaking_rate"] == 0.9 and slower.json()["language"] == "fr"
 
@@ -71,6 +73,7 @@ async def test_a_user_is_read_and_their_preferences_changed(cloud_services):
                 ({"speaking_rate": 3}, "speaking_rate"),
                 ({"timezone": "Mars/Olympus"}, "timezone"),
                 ({"voice": "v" * 101}, "voice"),
+                ({"wake_phrase": "computer"}, "wake_phrase"),
                 ({"memory": "sometimes"}, "memory"),
                 ({"colour": "blue"}, "colour"),
             ):
@@ -90,9 +93,11 @@ async def test_a_user_is_read_and_their_preferences_changed(cloud_services):
     assert [(row.action, row.actor) for row in audit] == [
         ("user.preferences_updated", "support"),
         ("user.preferences_updated", "support"),
+        ("user.preferences_updated", "support"),
         ("user.read", "test"),
     ]
-    assert audit[1].detail == {"keys": ["language", "memory", "speaking_rate", "timezone", "voice"]}
+    assert audit[1].detail == {"keys": ["wake_phrase"]}
+    assert audit[2].detail == {"keys": ["language", "memory", "speaking_rate", "timezone", "voice"]}
 
 
 async def test_a_user_is_exported_in_every_format_then_erased(cloud_services):

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mindbot.preferences import parse_language, parse_rate, parse_voice
+from mindbot.preferences import parse_language, parse_rate, parse_voice, parse_wake_phrase
 from mindbot.storage import (
     AccessAuditRecord,
     JobRecord,
@@ -156,6 +156,19 @@ class PreferencesIn(_In):
     )
     language: str | None = Field(default=None, description="An ISO 639-1 code or English name.")
     voice: str | None = Field(default=None, description="A voice id or name of the TTS.")
+    wake_phrase: str | None = Field(
+        default=None, description="What the caller says to wake an always-on bot (2-6 words)."
+    )
+
+    @field_validator("wake_phrase")
+    @classmethod
+    def _wake_phrase(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        phrase = parse_wake_phrase(value)
+        if phrase is None:
+            raise ValueError("a wake phrase is two to six words, at most 60 characters")
+        return phrase
 
     @field_validator("timezone")
     @classmethod
