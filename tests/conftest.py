@@ -71,6 +71,23 @@ def warnings_logged():
     logger.remove(sink)
 
 
+def mindbot(data_dir, *args):
+    """Run the ``mindbot`` command as its own process, on ``data_dir``, with no MINDBOT_*
+    variables but that one; returns the finished process (its output captured)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
+    env["MINDBOT_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "mindbot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
 async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> None:
     """Poll ``predicate`` until it is true, failing the test after ``timeout`` seconds."""
     import asyncio

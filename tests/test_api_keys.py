@@ -3,10 +3,6 @@ request signature; the WebRTC start tokens; ``mindbot keys``. Real HTTP on loopb
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from api_helpers import api_client, new_key
 
 from mindbot.api.auth import WebRTCTokens, parse_scopes
@@ -14,7 +10,7 @@ from mindbot.api.twilio import twilio_signature, valid_twilio_signature
 from mindbot.harness import free_port
 from mindbot.runtime import MindBot
 
-from conftest import make_settings
+from conftest import make_settings, mindbot
 
 TWILIO_TOKEN = "tw-auth-token"
 
@@ -264,18 +260,6 @@ async def test_webrtc_starts_need_a_token_once_api_keys_exist(cloud_services):
             assert (await client.post("/start", json={})).status_code == 200
     finally:
         bot.stop()
-
-
-def mindbot(data_dir, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
-    env["MINDBOT_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "mindbot", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 async def test_keys_made_with_the_cli_open_the_api_until_revoked(cloud_services, tmp_path):

@@ -3,29 +3,14 @@
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.standins import Text
 from pipelines.assistant import run
 
-from conftest import wait_until
+from conftest import mindbot, wait_until
 
 PHONE = "+15550109999"
-
-
-def mindbot(data_dir, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
-    env["MINDBOT_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "mindbot", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 async def _a_call_from_priya(cloud_services, voice_cache):
