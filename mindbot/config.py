@@ -33,7 +33,10 @@ from mindbot.api.settings import ApiSettings
 from mindbot.audio_settings import AudioSettings
 from mindbot.errors import ConfigError
 from mindbot.kb.settings import KnowledgeSettings
+from mindbot.monitoring import MonitoringSettings
+from mindbot.pricing import PricingSettings
 from mindbot.tools.settings import ToolSettings
+from mindbot.webhooks import WebhookSettings
 
 ENV_PREFIX = "MINDBOT_"
 
@@ -234,6 +237,15 @@ class Settings(BaseSettings):
 
     # --- REST API, keys, limits, CORS, WebRTC tokens (see mindbot/api/settings.py) -------
     api: ApiSettings = Field(default_factory=ApiSettings)
+
+    # --- Outbound webhooks (see mindbot/webhooks.py) --------------------------------------
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    # --- Metrics, tracing and alerts (see mindbot/monitoring.py) --------------------------
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+
+    # --- Prices of the providers' usage, for cost (see mindbot/pricing.py) ----------------
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
 
     # --- Audio: VAD, turn taking, barge-in, noise, wake phrases (mindbot/audio_settings.py) --
     audio: AudioSettings = Field(default_factory=AudioSettings)

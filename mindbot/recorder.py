@@ -8,8 +8,22 @@ the disk.
 
 from __future__ import annotations
 
-from mindbot.session import Call, LatencyReport, ToolCallReport, TurnReport
-from mindbot.storage import AsyncStorageWriter, SessionRecord, Storage, TurnRecord, utc_now
+from mindbot.session import (
+    Call,
+    ErrorReport,
+    LatencyReport,
+    ToolCallReport,
+    TurnReport,
+    UsageReport,
+)
+from mindbot.storage import (
+    AsyncStorageWriter,
+    SessionRecord,
+    Storage,
+    TurnRecord,
+    UsageRecord,
+    utc_now,
+)
 
 
 class SessionRecorder:
@@ -88,6 +102,31 @@ class SessionRecorder:
     def on_emotion(self, call: Call, emotion: dict) -> None:
         """Keep the caller's emotion until their turn completes (the latest estimate wins)."""
         self._emotion[call.session_id] = emotion
+
+    def on_usage(self, call: Call, usage: UsageReport) -> None:
+        """Record what a service request used, for analytics and cost."""
+        record = UsageRecord(
+            session_id=call.session_id,
+            at=utc_now(),
+            service=usage.service,
+            provider=usage.provider,
+            model=usage.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            characters=usage.characters,
+            audio_secs=usage.audio_secs,
+        )
+        self._writer.submit("add_usage", record)
+
+    def on_error(self, call: Call, error: ErrorReport) -> None:
+        """Record a pipeline failure as an event of the session (its kind, never its text)."""
+        data = {
+            "session_id": call.session_id,
+            "kind": error.kind,
+            "processor": error.processor,
+            "fatal": error.fatal,
+        }
+        self._writer.submit("add_event", "session.error", data)
 
     def on_session_ended(self, call: Call, reason: str) -> None:
         """Record how the session ended (and tool calls whose reply never came, on a cut-off

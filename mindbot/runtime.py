@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 from loguru import logger
-from pipecat.frames.frames import EndWorkerFrame, ErrorFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndWorkerFrame, ErrorFrame, MetricsFrame, TTSSpeakFrame
+from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -29,6 +31,10 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregator,
 )
 from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_mute import BaseUserMuteStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
@@ -42,7 +48,14 @@ from mindbot.personas import SHIPPED_DIR, Persona, PersonaLibrary
 from mindbot.preferences import SpeechStyle
 from mindbot.recorder import SessionRecorder
 from mindbot.services import LLMEndpoint, ServiceFactory, SharedModels
-from mindbot.session import Call, LatencyReport, SessionListener, TurnReport
+from mindbot.session import (
+    Call,
+    ErrorReport,
+    LatencyReport,
+    SessionListener,
+    TurnReport,
+    UsageReport,
+)
 from mindbot.storage import AsyncStorageWriter, SQLiteStorage
 from mindbot.tools import ToolContext, ToolRegistry, ToolSession
 from mindbot.vocabulary import build_vocabulary
@@ -94,6 +107,59 @@ def latency_observer(report: Callable[[LatencyReport], None]) -> UserBotLatencyO
         measured.clear()
 
     return observer
+
+
+class UsageObserver(BaseObserver):
+    """Turns Pipecat's usage metrics (``enable_usage_metrics``) into ``UsageReport`` objects.
+
+    Each ``MetricsFrame`` is seen once, where it is first pushed; the provider is the one the
+    settings resolved for that service.
+
+    Args:
+        providers: The session's resolved providers.
+        report: Receives each usage report.
+    """
+
+    def __init__(self, providers: Providers, report: Callable[[UsageReport], None]):
+        super().__init__(observe_every_push=False)
+        self._providers = providers
+        self._report = report
+
+    async def on_push_frame(self, data: FramePushed):
+        if not isinstance(data.frame, MetricsFrame):
+            return
+        for item in data.frame.data:
+            if usage := self._usage(item):
+                self._report(usage)
+
+    def _usage(self, item) -> UsageReport | None:
+        p = self._providers
+        if isinstance(item, LLMUsageMetricsData):
+            return UsageReport(
+                "llm",
+                p.llm,
+                item.model,
+                prompt_tokens=item.value.prompt_tokens,
+                completion_tokens=item.value.completion_tokens,
+            )
+        if isinstance(item, TTSUsageMetricsData):
+            return UsageReport("tts", p.tts, item.model, characters=item.value)
+        if isinstance(item, STTUsageMetricsData):
+            return UsageReport("stt", p.stt, item.model, audio_secs=item.value.audio_seconds)
+        return None
+
+
+def error_kind(processor: object) -> str:
+    """Which part of a pipeline a failing processor is (``ErrorReport.kind``)."""
+    if isinstance(processor, LLMService):
+        return "llm"
+    if isinstance(processor, STTService):
+        return "stt"
+    if isinstance(processor, TTSService):
+        return "tts"
+    if isinstance(processor, BaseInputTransport | BaseOutputTransport):
+        return "transport"
+    return "pipeline"
 
 
 class MindBot:
@@ -338,7 +404,10 @@ class MindBot:
                 enable_metrics=True,
                 enable_usage_metrics=True,
             ),
-            observers=[latency_observer(report)],
+            observers=[
+                latency_observer(report),
+                UsageObserver(self.providers, lambda usage: self._notify("on_usage", call, usage)),
+            ],
             # RTVI talks to browser clients; a phone line would receive its JSON as noise.
             enable_rtvi=call.transport != "twilio",
             idle_timeout_secs=self.settings.session_idle_timeout,
@@ -349,7 +418,16 @@ class MindBot:
         @worker.event_handler("on_pipeline_error")
         async def _error(worker: PipelineWorker, frame: ErrorFrame):
             nonlocal last_apology
-            logger.warning(f"{call}: {frame.processor or 'pipeline'} failed: {frame.error}")
+            # Provider errors can quote what was sent (the caller's words): details at DEBUG.
+            logger.warning(f"{call}: {frame.processor or 'pipeline'} failed")
+            logger.debug(f"{call}: {frame.processor or 'pipeline'} failed: {frame.error}")
+            error = ErrorReport(
+                error_kind(frame.processor),  # type: ignore[arg-type]
+                str(frame.processor or "pipeline"),
+                str(frame.error),
+                fatal=bool(frame.fatal),
+            )
+            self._notify("on_error", call, error)
             # A failed LLM reply would otherwise leave the caller in silence.
             if isinstance(frame.processor, LLMService) and time.monotonic() - last_apology > 5:
                 last_apology = time.monotonic()

@@ -121,6 +121,47 @@ class ToolCallReport:
         }
 
 
+@dataclass
+class UsageReport:
+    """What one service request used, from Pipecat's usage metrics (for analytics and cost).
+
+    Args:
+        service: ``llm``, ``tts`` or ``stt``.
+        provider: The configured provider (``openai``, ``local``, ``deepgram``, ``whisper``,
+            ``cartesia``, ``piper``).
+        model: The model, when the service names one.
+        prompt_tokens: LLM input tokens.
+        completion_tokens: LLM output tokens.
+        characters: Characters sent to the TTS.
+        audio_secs: Seconds of audio sent to the STT.
+    """
+
+    service: Literal["llm", "tts", "stt"]
+    provider: str
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    characters: int = 0
+    audio_secs: float = 0.0
+
+
+@dataclass
+class ErrorReport:
+    """A failure inside a session's pipeline that the session survived or ended with.
+
+    Args:
+        kind: Where it happened: ``llm``, ``stt``, ``tts``, ``transport`` or ``pipeline``.
+        processor: The failing processor's name (never personal data).
+        message: What went wrong (may quote a provider's error: log it at DEBUG only).
+        fatal: Whether the session ended because of it.
+    """
+
+    kind: Literal["llm", "stt", "tts", "transport", "pipeline"]
+    processor: str
+    message: str = ""
+    fatal: bool = False
+
+
 class SessionListener(Protocol):
     """Receives what sessions report; storage, analytics and benchmarks implement it."""
 
@@ -145,6 +186,12 @@ class SessionListener(Protocol):
 
     def on_command(self, call: Call, action: str) -> None:
         """A voice command was carried out without the LLM (``stop``, ``repeat``, ...)."""
+
+    def on_usage(self, call: Call, usage: UsageReport) -> None:
+        """A service reported what one request used (tokens, characters, audio seconds)."""
+
+    def on_error(self, call: Call, error: ErrorReport) -> None:
+        """A processor in the session's pipeline failed."""
 
     def on_session_ended(self, call: Call, reason: str) -> None:
         """A session ended (``reason``: ``completed``, ``cancelled`` or ``error``)."""

@@ -201,6 +201,35 @@ class MemoryRecord:
 
 
 @dataclass(frozen=True)
+class UsageRecord:
+    """What one service request used (``usage`` table).
+
+    Args:
+        session_id: The session it served (None once its user was erased).
+        at: When it was reported (ISO 8601, UTC).
+        service: ``llm``, ``tts`` or ``stt``.
+        provider: The provider, e.g. ``openai`` or ``piper``.
+        model: The model, if known.
+        prompt_tokens: LLM input tokens.
+        completion_tokens: LLM output tokens.
+        characters: Characters spoken by the TTS.
+        audio_secs: Seconds of audio transcribed by the STT.
+        id: Row id (set by storage).
+    """
+
+    session_id: str | None
+    at: str
+    service: Literal["llm", "tts", "stt"]
+    provider: str
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    characters: int = 0
+    audio_secs: float = 0.0
+    id: int | None = None
+
+
+@dataclass(frozen=True)
 class ApiKeyRecord:
     """An API key, as stored: never the key itself, only its SHA-256.
 
@@ -516,12 +545,30 @@ CREATE INDEX webhook_deliveries_outbox ON webhook_deliveries(outbox_id);
 CREATE INDEX sessions_started ON sessions(started_at);
 """
 
+_V6_USAGE = """
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT REFERENCES sessions(id) ON DELETE SET NULL,  -- NULL once its user is erased
+    at TEXT NOT NULL,
+    service TEXT NOT NULL CHECK (service IN ('llm', 'tts', 'stt')),
+    provider TEXT NOT NULL,
+    model TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
+    completion_tokens INTEGER NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
+    characters INTEGER NOT NULL DEFAULT 0 CHECK (characters >= 0),
+    audio_secs REAL NOT NULL DEFAULT 0 CHECK (audio_secs >= 0)
+);
+CREATE INDEX usage_session ON usage(session_id);
+CREATE INDEX usage_at ON usage(at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1_CALLS,
     _V2_KNOWLEDGE,
     _V3_EVENTS,
     _V4_SESSION_STATS,
     _V5_SERVER,
+    _V6_USAGE,
 )
 """The schema's history: ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``.
 
@@ -615,6 +662,16 @@ class Storage(Protocol):
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Audit events, oldest first, optionally of one kind."""
+        ...
+
+    def add_usage(self, usage: UsageRecord) -> None:
+        """Records what one service request used."""
+        ...
+
+    def usage(
+        self, *, session_id: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[UsageRecord]:
+        """Usage rows, oldest first: of one session, or reported in ``[since, until)``."""
         ...
 
     def session_summary(self, session_id: str) -> dict[str, Any]:
@@ -1232,6 +1289,36 @@ class SQLiteStorage:
             rows = list(db.query(sql + " ORDER BY id", params))
         return [{**row, "data": json.loads(row["data"])} for row in rows]
 
+    # -- usage -----------------------------------------------------------------------------
+
+    def add_usage(self, usage: UsageRecord) -> None:
+        """Records what one service request used (tokens, characters, audio seconds)."""
+        row = asdict(usage)
+        row.pop("id")
+        with self._write("add_usage") as db:
+            db["usage"].insert(row)
+
+    def usage(
+        self, *, session_id: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[UsageRecord]:
+        """Usage rows, oldest first.
+
+        Args:
+            session_id: Only this session's.
+            since: Only rows reported at or after this ISO 8601 time.
+            until: Only rows reported before this ISO 8601 time.
+        """
+        where, params = [], []
+        filters = (("session_id = ?", session_id), ("at >= ?", since), ("at < ?", until))
+        for clause, value in filters:
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM usage" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._read("usage") as db:
+            rows = list(db.query(sql + " ORDER BY at, id", params))
+        return [UsageRecord(**row) for row in rows]
+
     # -- reports ---------------------------------------------------------------------------
 
     def session_summary(self, session_id: str) -> dict[str, Any]:
@@ -1842,6 +1929,9 @@ class SQLiteStorage:
                 " SET user_id = NULL, session_id = NULL, erasure_id = :erasure"
                 f" WHERE user_id = :user OR session_id IN ({user_sessions})",
                 "turns": f"DELETE FROM turns WHERE session_id IN ({user_sessions})",
+                # Usage holds no personal data; unlinked, it still counts in the day's cost.
+                "usage": "UPDATE usage SET session_id = NULL"
+                f" WHERE session_id IN ({user_sessions})",
                 "session_stats": f"DELETE FROM session_stats WHERE session_id IN ({user_sessions})",
                 "memories": "DELETE FROM memories WHERE user_id = :user",
                 "preferences": "DELETE FROM preferences WHERE user_id = :user",

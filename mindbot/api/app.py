@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -60,6 +60,10 @@ class Api:
         self.jobs = JobRunner(lambda: bot.storage, self.settings.max_concurrent_jobs)
         self.live = live
         self.start_session = start_session
+        # Background work of the parts mounted on the API (webhook delivery, alert checks):
+        # each adds its start and stop here, and the server's lifespan runs them.
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     def __str__(self) -> str:
         return "API"
@@ -139,14 +143,21 @@ class Api:
             )
 
     async def startup(self) -> None:
-        """Mark jobs an earlier run left unfinished as failed."""
+        """Mark jobs an earlier run left unfinished as failed, and start the background work."""
         try:
             await asyncio.to_thread(self.jobs.recover)
         except StorageError as e:
             logger.error(f"{self}: checking for unfinished jobs failed: {e}")
+        for start in self.on_startup:
+            await start()
 
     async def shutdown(self) -> None:
-        """Stop the background jobs."""
+        """Stop the background work and jobs."""
+        for stop in reversed(self.on_shutdown):
+            try:
+                await stop()
+            except Exception:
+                logger.exception(f"{self}: stopping {stop!r} failed")
         await self.jobs.close()
 
 
@@ -163,11 +174,15 @@ def install_api(
         live: Session id → the task running it, for every transport.
         start_session: Runs a new session in the background.
     """
+    from mindbot.api.analytics import analytics_router
     from mindbot.api.calls import calls_router
     from mindbot.api.catalog import catalog_router
+    from mindbot.api.dashboard import dashboard_router
     from mindbot.api.jobs import jobs_router
+    from mindbot.api.metrics import metrics_router
     from mindbot.api.sessions import sessions_router
     from mindbot.api.users import users_router
+    from mindbot.api.webhooks import webhooks_router
 
     api = Api(bot, live=live, start_session=start_session)
     app.state.api = api
@@ -207,6 +222,10 @@ def install_api(
         catalog_router(api),
         jobs_router(api),
         calls_router(api),
+        webhooks_router(api),
+        analytics_router(api),
     ):
         app.include_router(router, prefix=API_PREFIX)
+    for router in (metrics_router(api), dashboard_router(api)):
+        app.include_router(router)
     return api
