@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests start for real: Dovecot (IMAP), Mosquitto (MQTT) and PostgreSQL
-# for the tool tests, and Chromium, which drives the dashboard test through Playwright. Installs the missing ones when it can (root, or sudo without a password);
-# otherwise it says which are missing, and the tests that need them are skipped with that reason.
+# for the tool tests, and Chromium, which drives the dashboard test through Playwright. Installs
+# the missing ones when it can (root, or sudo without a password); otherwise it says which are
+# missing, and the tests that need them are skipped with that reason.
 set -euo pipefail
 
 missing=()
