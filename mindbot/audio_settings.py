@@ -60,6 +60,14 @@ class AudioSettings(BaseModel):
         default=True,
         description="Decide the end of a turn with the smart-turn model; off: after a silence.",
     )
+    smart_turn_stop_secs: float = Field(
+        default=3.0,
+        ge=0.3,
+        le=10.0,
+        description="When smart-turn judges a turn incomplete, end it anyway after this much "
+        "silence (Pipecat's default: 3 s). Lower answers sooner after a misjudged turn; it "
+        "also cuts off callers who pause longer mid-sentence (mindbot bench cutoff).",
+    )
     user_turn_stop_timeout: float = Field(
         default=5.0,
         gt=0.0,

@@ -290,6 +290,8 @@ class ServiceFactory:
         Args:
             wake_phrases: The caller's own wake phrases, if any (unusable ones are dropped).
         """
+        from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+
         from mindbot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 
         s = self.settings
@@ -304,7 +306,10 @@ class ServiceFactory:
         )
         if audio.smart_turn:
             stop = TurnAnalyzerUserTurnStopStrategy(
-                turn_analyzer=SharedSmartTurnAnalyzer(session=self.models.smart_turn_session())
+                turn_analyzer=SharedSmartTurnAnalyzer(
+                    session=self.models.smart_turn_session(),
+                    params=SmartTurnParams(stop_secs=audio.smart_turn_stop_secs),
+                )
             )
         else:
             stop = SpeechTimeoutUserTurnStopStrategy()

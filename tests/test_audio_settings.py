@@ -171,3 +171,14 @@ async def test_barge_in_min_words_ignores_a_short_word_while_the_bot_speaks():
     interruptions = [x for x in down if isinstance(x, InterruptionFrame)]
     assert len(interruptions) == 1
     assert said == ["wait stop talking please"]
+
+
+def test_smart_turns_wait_after_an_incomplete_turn_is_a_setting():
+    settings = make_settings(audio={"smart_turn": True, "smart_turn_stop_secs": 1.2})
+    params = ServiceFactory(
+        settings, settings.resolve(), SharedModels(settings), LLMEndpoint(None, "m", "k")
+    ).user_params()
+    (stop,) = params.user_turn_strategies.stop
+    assert stop._turn_analyzer.params.stop_secs == 1.2
+    with pytest.raises(ValidationError):
+        AudioSettings(smart_turn_stop_secs=0.1)
