@@ -1,12 +1,14 @@
-"""What each session's services use (tokens, characters, audio seconds) is stored, and priced."""
+"""What each session's services use (tokens, characters, audio seconds) is stored and priced,
+and what fails in a session is recorded by kind."""
 
 import sqlite3
 
 import pytest
+
 from mindbot.harness import serve, simulated_call, ws_url
 from mindbot.pricing import PricingSettings, TokenPrice
 from mindbot.session import UsageReport
-from mindbot.standins import Text
+from mindbot.standins import HttpError, Text
 from mindbot.storage import SCHEMA_VERSION, SessionRecord, SQLiteStorage, UsageRecord, utc_now
 from pipelines.assistant import run
 
@@ -95,3 +97,29 @@ def test_a_version_5_file_upgrades_with_an_empty_usage_table(tmp_path):
     storage.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+
+
+async def test_a_failing_llm_is_recorded_as_an_error_of_the_session(cloud_services, voice_cache):
+    secret = "the caller asked about Paris"
+    cloud_services.llm.script(HttpError(400, secret, should_retry=False))
+    bot = cloud_services.bot()
+    path = bot.settings.data_dir / "mindbot.db"
+    try:
+        async with serve(bot, run) as base_url:
+            await simulated_call(
+                ws_url(base_url),
+                ["What is the capital of France?"],
+                cache_dir=voice_cache,
+                transcribe_replies=False,
+            )
+            await wait_until(lambda: not bot.active_sessions)
+    finally:
+        bot.stop()
+
+    storage = SQLiteStorage(path)
+    (session,) = storage.list_sessions()
+    errors = [e["data"] for e in storage.events("session.error")]
+    storage.close()
+    assert errors and errors[0]["session_id"] == session.id
+    assert errors[0]["kind"] == "llm" and "OpenAILLMService" in errors[0]["processor"]
+    assert secret not in str(errors)  # the provider's message may quote the caller
