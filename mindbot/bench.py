@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -627,15 +628,28 @@ def write_json(result: BenchResult, path: Path) -> None:
 
 
 def record_json(path: Path, **results: Any) -> None:
-    """Write a benchmark's ``results`` to ``path`` with the machine, commit and date."""
+    """Write a benchmark's ``results`` to ``path`` with the command, machine, commit and date.
+
+    A ``headline`` list (``{"measure", "mindbot", "bare", "target"}`` rows of formatted
+    figures) is what ``mindbot bench table`` puts in BENCHMARKS.md's summary.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         **results,
+        "command": _command(),
         "machine": machine_description(),
         "commit": _commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def _command() -> str:
+    """The ``mindbot ...`` command line running now, or "" when it is not the CLI (a test)."""
+    program = Path(sys.argv[0])
+    if program.name == "mindbot" or program.parent.name == "mindbot":
+        return " ".join(["mindbot", *sys.argv[1:]])
+    return ""
 
 
 def machine_description() -> str:
