@@ -852,6 +852,53 @@ class Storage(Protocol):
         """Deletes everything stored about a user, leaving only an anonymous audit event."""
         ...
 
+    # -- analytics ---------------------------------------------------------------------------
+
+    def analytics_facts(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        session_id: str | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per-session figures of the sessions started in ``[since, until)`` (or of one session),
+        and the usage no session owns any more, in one snapshot (see ``mindbot.analytics``)."""
+        ...
+
+    # -- webhook delivery -----------------------------------------------------------------------
+
+    def webhook_subscription(self, subscription_id: int) -> WebhookSubscription | None:
+        """One webhook subscription, if it exists."""
+        ...
+
+    def add_outbox_row(
+        self, subscription_id: int, event_type: str, payload: Mapping[str, Any]
+    ) -> int:
+        """Queues an event for one subscription, whatever it subscribed to (a ping)."""
+        ...
+
+    def next_outbox_due(self, *, exclude_subscriptions: Iterable[int] = ()) -> str | None:
+        """When the earliest pending outbox row is due, or None when none is pending."""
+        ...
+
+    def claim_webhook_outbox(
+        self,
+        *,
+        limit: int = 10,
+        lease_secs: float = 60.0,
+        per_subscription: int | None = None,
+        in_flight: Mapping[int, int] | None = None,
+        now: str | None = None,
+    ) -> list[OutboxRecord]:
+        """``claim_outbox`` with at most ``per_subscription`` rows in flight per subscription."""
+        ...
+
+    def subscription_deliveries(
+        self, subscription_id: int, *, limit: int = 50, offset: int = 0
+    ) -> list[tuple[WebhookDelivery, str]]:
+        """A subscription's delivery attempts with their event types, newest first."""
+        ...
+
     def close(self) -> None:
         """Releases the database."""
         ...
@@ -1175,16 +1222,23 @@ class SQLiteStorage:
     def add_turns(self, turns: Iterable[TurnRecord]) -> int:
         """Records many turns in one transaction (imports, benchmarks); returns how many.
 
+        A ``tool.called`` event per tool call of the turns is queued in the outbox for each
+        active webhook subscription to it, in the same transaction (without the calls'
+        arguments and results: see ``_enqueue_tool_calls``).
+
         Raises:
             ValueError: A role is not ``user`` or ``assistant``, or a JSON field is not
                 JSON-serializable.
             StorageError: A session was not started, or a turn ``idx`` is taken.
         """
+        turns = list(turns)
         rows = (_turn_row(turn) for turn in turns)
         with self._write("add_turns") as db:
             before = db["turns"].count
             db["turns"].insert_all(rows, batch_size=5000)
-            return db["turns"].count - before
+            added = db["turns"].count - before
+            self._enqueue_tool_calls(db, turns)
+            return added
 
     def turns(self, session_id: str) -> list[TurnRecord]:
         """A session's turns, in ``idx`` order."""
@@ -1967,6 +2021,261 @@ class SQLiteStorage:
                 f"{self}: another connection kept the WAL busy; erased data stays in "
                 f"{self.path.name}-wal until its next checkpoint"
             )
+
+    # -- analytics ---------------------------------------------------------------------------
+
+    def analytics_facts(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        session_id: str | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """What analytics adds up, per session, for the sessions started in ``[since, until)``.
+
+        Turns, usage and errors belong to their session (a session that runs past midnight
+        stays in the day it started). The usage of erased users' sessions (``session_id``
+        NULL) is returned apart, by the UTC day it was reported, when no ``session_id`` is
+        given.
+
+        Args:
+            since: Sessions started at or after this time (ISO 8601 with an offset).
+            until: Sessions started before this time.
+            session_id: Only this session.
+
+        Returns:
+            Lists of rows: ``sessions`` (the session's columns, oldest first), ``turn_counts``
+            (``session_id``, ``turns``, ``interruptions``), ``latencies`` (``session_id``,
+            ``latency_secs`` of assistant turns), ``emotions`` (``session_id``, ``idx``,
+            ``label``, ``valence``, in turn order), ``tool_calls`` (``session_id``, ``status``,
+            ``calls``), ``errors`` (``session_id``, ``errors``: ``session.error`` events),
+            ``usage`` (``session_id``, ``service``, ``provider``, ``model``, the summed
+            ``prompt_tokens``, ``completion_tokens``, ``characters``, ``audio_secs`` and
+            ``requests``) and ``unlinked_usage`` (the same with ``day`` for ``session_id``).
+
+        Raises:
+            ValueError: A timestamp has no offset.
+        """
+        where, params = _session_filters(since=since, until=until)
+        if session_id is not None:
+            where += (" AND " if where else " WHERE ") + "id = ?"
+            params.append(session_id)
+        chosen = f"SELECT id FROM sessions{where}"
+        sums = (
+            "service, provider, model, sum(prompt_tokens) AS prompt_tokens,"
+            " sum(completion_tokens) AS completion_tokens, sum(characters) AS characters,"
+            " sum(audio_secs) AS audio_secs, count(*) AS requests"
+        )
+        queries = {
+            "sessions": f"SELECT * FROM sessions{where} ORDER BY started_at, id",
+            "turn_counts": "SELECT session_id, count(*) AS turns,"
+            " sum(interrupted) AS interruptions FROM turns"
+            f" WHERE session_id IN ({chosen}) GROUP BY session_id",
+            "latencies": "SELECT session_id, latency_secs FROM turns"
+            f" WHERE session_id IN ({chosen}) AND role = 'assistant'"
+            " AND latency_secs IS NOT NULL",
+            "emotions": "SELECT session_id, idx, json_extract(emotion, '$.label') AS label,"
+            " json_extract(emotion, '$.valence') AS valence FROM turns"
+            f" WHERE session_id IN ({chosen}) AND json_type(emotion) = 'object'"
+            " ORDER BY session_id, idx",
+            "tool_calls": "SELECT t.session_id, json_extract(c.value, '$.status') AS status,"
+            " count(*) AS calls FROM turns AS t, json_each(t.tool_calls) AS c"
+            f" WHERE t.session_id IN ({chosen}) AND json_type(t.tool_calls) = 'array'"
+            " GROUP BY t.session_id, status",
+            "errors": "SELECT json_extract(data, '$.session_id') AS session_id,"
+            " count(*) AS errors FROM events WHERE kind = 'session.error'"
+            f" AND json_extract(data, '$.session_id') IN ({chosen}) GROUP BY 1",
+            "usage": f"SELECT session_id, {sums} FROM usage WHERE session_id IN ({chosen})"
+            " GROUP BY session_id, service, provider, model",
+        }
+        with self._read("analytics_facts") as db:
+            facts = {name: list(db.query(sql, params)) for name, sql in queries.items()}
+            facts["unlinked_usage"] = []
+            if session_id is None:
+                clauses, values = ["session_id IS NULL"], []
+                for clause, moment in (("at >= ?", since), ("at < ?", until)):
+                    if moment is not None:
+                        clauses.append(clause)
+                        values.append(_utc(moment))
+                # Usage times are utc_now()'s strings, so the first ten characters are the day.
+                facts["unlinked_usage"] = list(
+                    db.query(
+                        f"SELECT substr(at, 1, 10) AS day, {sums} FROM usage"
+                        f" WHERE {' AND '.join(clauses)} GROUP BY day, service, provider, model",
+                        values,
+                    )
+                )
+        return facts
+
+    # -- webhook delivery -----------------------------------------------------------------------
+
+    def webhook_subscription(self, subscription_id: int) -> WebhookSubscription | None:
+        """One webhook subscription, if it exists."""
+        with self._read("webhook_subscription") as db:
+            rows = list(
+                db.query("SELECT * FROM webhook_subscriptions WHERE id = ?", [subscription_id])
+            )
+        return _subscription(rows[0]) if rows else None
+
+    def add_outbox_row(
+        self, subscription_id: int, event_type: str, payload: Mapping[str, Any]
+    ) -> int:
+        """Queues an event for one subscription, due now, whatever event types it chose.
+
+        Returns:
+            The outbox row's id.
+
+        Raises:
+            ValueError: ``payload`` is not JSON-serializable.
+            StorageError: There is no such subscription.
+        """
+        now = utc_now()
+        row = {
+            "subscription_id": subscription_id,
+            "event_type": event_type,
+            "payload": _json(dict(payload)),
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        with self._write("add_outbox_row") as db:
+            return int(db["outbox"].insert(row).last_pk)
+
+    def next_outbox_due(self, *, exclude_subscriptions: Iterable[int] = ()) -> str | None:
+        """When the earliest pending outbox row is due (a claimed row: when its lease ends).
+
+        Args:
+            exclude_subscriptions: Leave out the rows of these subscriptions.
+
+        Returns:
+            An ISO-8601 UTC time, or None when nothing is pending.
+        """
+        excluded = [int(i) for i in exclude_subscriptions]
+        sql = (
+            "SELECT min(next_attempt_at) AS due FROM outbox"
+            " WHERE delivered_at IS NULL AND next_attempt_at IS NOT NULL"
+        )
+        if excluded:
+            sql += f" AND subscription_id NOT IN ({', '.join('?' * len(excluded))})"
+        with self._read("next_outbox_due") as db:
+            return next(db.query(sql, excluded))["due"]
+
+    def claim_webhook_outbox(
+        self,
+        *,
+        limit: int = 10,
+        lease_secs: float = 60.0,
+        per_subscription: int | None = None,
+        in_flight: Mapping[int, int] | None = None,
+        now: str | None = None,
+    ) -> list[OutboxRecord]:
+        """Takes up to ``limit`` due rows, as ``claim_outbox`` does, leaving each subscription
+        at most ``per_subscription`` rows in flight, so that a slow receiver's backlog does not
+        take every delivery slot from the others.
+
+        Args:
+            limit: At most this many rows.
+            lease_secs: How long the rows stay hidden from other claims.
+            per_subscription: At most this many rows in flight per subscription (None: any).
+            in_flight: Subscription id → rows the caller is delivering to it now.
+            now: The current time (default: now).
+        """
+        busy = dict(in_flight or {})
+        moment = _utc(now) if now is not None else utc_now()
+        lease = (datetime.fromisoformat(moment) + timedelta(seconds=lease_secs)).isoformat(
+            timespec="microseconds"
+        )
+        cap = per_subscription if per_subscription is not None else int(limit)
+        full = [s for s, n in busy.items() if n >= cap]
+        where = "delivered_at IS NULL AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?"
+        if full:
+            where += f" AND subscription_id NOT IN ({', '.join('?' * len(full))})"
+        sql = (
+            "SELECT * FROM (SELECT *, row_number() OVER"
+            " (PARTITION BY subscription_id ORDER BY next_attempt_at, id) AS nth"
+            f" FROM outbox WHERE {where}) WHERE nth <= ? ORDER BY next_attempt_at, id LIMIT ?"
+        )
+        with self._write("claim_webhook_outbox") as db:
+            candidates = list(db.query(sql, [moment, *full, cap, int(limit)]))
+            rows = [
+                row
+                for row in candidates
+                if row.pop("nth") <= cap - busy.get(row["subscription_id"], 0)
+            ]
+            if rows:
+                ids = [row["id"] for row in rows]
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?"
+                    f" WHERE id IN ({', '.join('?' * len(ids))})",
+                    [lease, *ids],
+                )
+        return [
+            _outbox({**row, "attempts": row["attempts"] + 1, "next_attempt_at": lease})
+            for row in rows
+        ]
+
+    def subscription_deliveries(
+        self, subscription_id: int, *, limit: int = 50, offset: int = 0
+    ) -> list[tuple[WebhookDelivery, str]]:
+        """A subscription's delivery attempts, newest first, each with its event type."""
+        with self._read("subscription_deliveries") as db:
+            rows = list(
+                db.query(
+                    "SELECT d.*, o.event_type FROM webhook_deliveries AS d"
+                    " JOIN outbox AS o ON o.id = d.outbox_id WHERE o.subscription_id = ?"
+                    " ORDER BY d.id DESC LIMIT ? OFFSET ?",
+                    [subscription_id, int(limit), int(offset)],
+                )
+            )
+        found = []
+        for row in rows:
+            event_type = row.pop("event_type")
+            found.append((WebhookDelivery(**row), event_type))
+        return found
+
+    def _enqueue_tool_calls(self, db: Database, turns: list[TurnRecord]) -> None:
+        """A ``tool.called`` outbox row per tool call of ``turns``, in the open transaction.
+
+        Only what says how the tool went leaves MindBot: its name, status, error kind,
+        duration, attempts, whether the caller confirmed it and when it started. Never its
+        arguments or its result: they hold what the caller said and what the tool found (an
+        address, a message, a balance). The session is named by id and user id, as in the
+        session events, so that erasing the user removes the row too.
+        """
+        calls = [
+            (turn, call)
+            for turn in turns
+            for call in turn.tool_calls or []
+            if isinstance(call, Mapping) and call.get("name")
+        ]
+        subscribed = any(
+            {"tool.called", "*"} & set(json.loads(row["event_types"]))
+            for row in db.query("SELECT event_types FROM webhook_subscriptions WHERE active = 1")
+        )
+        if not calls or not subscribed:  # an import of many turns pays for one query
+            return
+        owners = {
+            row["id"]: row["user_id"]
+            for row in db.query(
+                "SELECT id, user_id FROM sessions WHERE id IN"
+                f" ({', '.join('?' * len({t.session_id for t, _ in calls}))})",
+                list({t.session_id for t, _ in calls}),
+            )
+        }
+        for turn, call in calls:
+            result = call.get("result")
+            error = result.get("error") if isinstance(result, Mapping) else None
+            tool = {
+                "name": str(call["name"])[:100],
+                "status": call.get("status"),
+                "error": error if isinstance(error, str) and error.isidentifier() else None,
+                "duration_ms": call.get("duration_ms"),
+                "attempts": call.get("attempts"),
+                "confirmed": bool(call.get("confirmed")),
+                "started_at": call.get("started_at"),
+            }
+            session = {"id": turn.session_id, "user_id": owners.get(turn.session_id)}
+            _enqueue(db, "tool.called", {"session": session, "turn_idx": turn.idx, "tool": tool})
 
     def close(self) -> None:
         """Checkpoints and closes the database; later calls raise ``StorageError``."""
