@@ -412,6 +412,7 @@ class MindBot:
             enable_rtvi=call.transport != "twilio",
             idle_timeout_secs=self.settings.session_idle_timeout,
             conversation_id=call.session_id,
+            enable_tracing=self.settings.monitoring.tracing_enabled(),
         )
         last_apology = 0.0
 
