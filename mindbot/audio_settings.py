@@ -53,6 +53,13 @@ class AudioSettings(BaseModel):
     vad_start_secs: float = Field(
         default=0.2, ge=0.0, le=2.0, description="Speech this long starts a VAD segment."
     )
+    vad_min_volume: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Silero VAD: quietest audio counted as speech (Pipecat's default 0.6). Lower "
+        "hears a caller talking over the bot sooner (mindbot bench bargein), and more noise.",
+    )
     vad_stop_secs: float = Field(
         default=0.2, ge=0.0, le=2.0, description="Silence this long ends a VAD segment."
     )

@@ -302,6 +302,7 @@ class ServiceFactory:
                 confidence=audio.vad_confidence,
                 start_secs=audio.vad_start_secs,
                 stop_secs=audio.vad_stop_secs,
+                min_volume=audio.vad_min_volume,
             ),
         )
         if audio.smart_turn:

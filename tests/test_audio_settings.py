@@ -173,12 +173,17 @@ async def test_barge_in_min_words_ignores_a_short_word_while_the_bot_speaks():
     assert said == ["wait stop talking please"]
 
 
-def test_smart_turns_wait_after_an_incomplete_turn_is_a_setting():
+def test_smart_turns_wait_and_the_vads_volume_gate_are_settings():
     settings = make_settings(audio={"smart_turn": True, "smart_turn_stop_secs": 1.2})
     params = ServiceFactory(
         settings, settings.resolve(), SharedModels(settings), LLMEndpoint(None, "m", "k")
     ).user_params()
     (stop,) = params.user_turn_strategies.stop
     assert stop._turn_analyzer.params.stop_secs == 1.2
+    quiet = make_settings(audio={"vad_min_volume": 0.3})
+    vad = ServiceFactory(
+        quiet, quiet.resolve(), SharedModels(quiet), LLMEndpoint(None, "m", "k")
+    ).user_params()
+    assert vad.vad_analyzer.params.min_volume == 0.3
     with pytest.raises(ValidationError):
         AudioSettings(smart_turn_stop_secs=0.1)
