@@ -352,11 +352,11 @@ class Ramp:
 class _Process:
     """A helper process of the bench, with its output in a log file, stopped by its PID."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, module: str = "mindbot.capacity_bench"):
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "mindbot.capacity_bench", *args],
+            [sys.executable, "-m", module, *args],
             stdout=subprocess.PIPE if args[0] == "standins" else self._log_file,
             stderr=self._log_file,
             text=True,
@@ -408,9 +408,9 @@ class _Helpers:
         self.processes: list[_Process] = []
         self._started = started
 
-    def start(self, args: list[str], name: str) -> _Process:
-        """Start ``python -m mindbot.capacity_bench ARGS``, logging to ``name``.log."""
-        process = _Process(args, self.folder / f"{name}.log")
+    def start(self, args: list[str], name: str, module: str = "mindbot.capacity_bench") -> _Process:
+        """Start ``python -m MODULE ARGS`` (this module's helpers), logging to ``name``.log."""
+        process = _Process(args, self.folder / f"{name}.log", module)
         self.processes.append(process)
         if self._started is not None:
             self._started.append(process.popen)
@@ -888,30 +888,8 @@ def plot_capacity(data: dict[str, Any], path: Path) -> Path:
 # -- The command --
 
 
-def add_capacity_bench(benches: Any) -> None:
-    """Add ``mindbot bench capacity`` to the ``bench`` subcommands."""
-    capacity = benches.add_parser(
-        "capacity", help="ramp concurrent calls until latency degrades: sessions per core"
-    )
-    capacity.add_argument("--profile", choices=["cloud", "offline"], default="cloud")
-    capacity.add_argument("--start", type=int, default=1, help="the first level (calls)")
-    capacity.add_argument("--step", type=int, default=2, help="calls added per level")
-    capacity.add_argument("--max-sessions", type=int, default=40, help="the last level at most")
-    capacity.add_argument(
-        "--calls-per-level", type=int, default=1, help="calls each concurrent caller places"
-    )
-    capacity.add_argument("--turns", type=int, default=2, help="questions per call")
-    capacity.add_argument("--systems", default="mindbot,bare", help="mindbot, bare or both")
-    capacity.add_argument("--pipeline", default="assistant", help="MindBot's pipeline")
-    capacity.add_argument("--json", help="write the results to this file")
-    capacity.add_argument("--plot", help="draw latency against concurrent calls to this PNG")
-    capacity.add_argument(
-        "--short", action="store_true", help="CI: levels 1 and 2, one short call each"
-    )
-    capacity.set_defaults(handler=_bench_capacity)
-
-
-def _bench_capacity(args: argparse.Namespace) -> None:
+def bench_capacity(args: argparse.Namespace) -> None:
+    """``mindbot bench capacity``: run the ramp the command line asks for (see ``cli.py``)."""
     from mindbot.logs import configure_logging
 
     configure_logging("WARNING")

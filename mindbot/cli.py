@@ -213,6 +213,28 @@ def _bench_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _bench_capacity(args: argparse.Namespace) -> None:
+    # The bench imports the whole runtime; other commands should not pay for it.
+    from mindbot.capacity_bench import bench_capacity
+
+    bench_capacity(args)
+
+
+def _bench_table(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mindbot.bench import machine_description
+    from mindbot.bench_table import run_table
+
+    try:
+        block = run_table(
+            Path(args.results), Path(args.write) if args.write else None, machine_description
+        )
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"mindbot bench table: {e}") from None
+    print(block)
+
+
 def _bench_commands(args: argparse.Namespace) -> None:
     import asyncio
 
@@ -520,6 +542,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--json", help="write the results to this file")
     stop.set_defaults(handler=_bench_commands)
+    capacity = benches.add_parser(
+        "capacity", help="ramp concurrent calls until latency degrades: sessions per core"
+    )
+    capacity.add_argument("--profile", choices=["cloud", "offline"], default="cloud")
+    capacity.add_argument("--start", type=int, default=1, help="the first level (calls)")
+    capacity.add_argument("--step", type=int, default=2, help="calls added per level")
+    capacity.add_argument("--max-sessions", type=int, default=40, help="the last level at most")
+    capacity.add_argument(
+        "--calls-per-level", type=int, default=1, help="calls each concurrent caller places"
+    )
+    capacity.add_argument("--turns", type=int, default=2, help="questions per call")
+    capacity.add_argument("--systems", default="mindbot,bare", help="mindbot, bare or both")
+    capacity.add_argument("--pipeline", default="assistant", help="MindBot's pipeline")
+    capacity.add_argument("--json", help="write the results to this file")
+    capacity.add_argument("--plot", help="draw latency against concurrent calls to this PNG")
+    capacity.add_argument(
+        "--short", action="store_true", help="CI: levels 1 and 2, one short call each"
+    )
+    capacity.set_defaults(handler=_bench_capacity)
     evals = commands.add_parser("eval", help="evaluations").add_subparsers(
         dest="eval", required=True
     )
@@ -529,10 +570,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache", default=None, help="a folder to cache the synthesized utterances in"
     )
     emotion.set_defaults(handler=_eval_emotion)
+    from mindbot.evals.command import add_suite_eval
+
+    add_suite_eval(evals)
     plot = benches.add_parser("plot", help="PNG plots of a latency run's --json results")
     plot.add_argument("results", help="the JSON written by `mindbot bench latency --json`")
     plot.add_argument("--out", default="bench-results/plots", help="folder for the PNG files")
     plot.set_defaults(handler=_bench_plot)
+    from mindbot.turn_bench import add_turn_benches
+
+    add_turn_benches(benches)
+    table = benches.add_parser("table", help="the runs' headline figures as BENCHMARKS.md's table")
+    table.add_argument("results", nargs="?", default="bench-results", help="folder of JSON runs")
+    table.add_argument("--write", metavar="FILE", help="rewrite the table block in FILE")
+    table.set_defaults(handler=_bench_table)
+    from mindbot.api_load_bench import add_api_load_bench
+
+    add_api_load_bench(benches)
 
     export = commands.add_parser("export", help="export everything stored about a user")
     export.add_argument("--user", required=True, help="user id, phone number or client user id")
@@ -588,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keyss.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument("key", metavar="ID|PREFIX")
     keys.set_defaults(handler=_keys)
+    from mindbot.analytics import add_report_command
+
+    add_report_command(commands)
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines")
     pipelines.set_defaults(handler=_pipelines)

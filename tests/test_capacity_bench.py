@@ -169,9 +169,16 @@ def test_the_proc_readings_of_a_process_and_its_children():
     assert cpu_seconds([2**22 + 12345]) == 0 and memory_mb(2**22 + 12345) == 0
 
 
-def test_the_command_is_registered():
-    from mindbot.capacity_bench import _bench_capacity
-    from mindbot.cli import build_parser
+def test_the_command_is_registered_without_loading_the_runtime():
+    import subprocess
+    import sys
+
+    from mindbot.cli import _bench_capacity, build_parser
 
     args = build_parser().parse_args(["bench", "capacity", "--short", "--systems", "bare"])
     assert args.handler is _bench_capacity and args.short and args.systems == "bare"
+    # Building the parser (every mindbot command does) must not import Pipecat.
+    probe = "import sys; from mindbot.cli import build_parser; build_parser(); "
+    probe += "print('pipecat' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr
