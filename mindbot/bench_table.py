@@ -110,6 +110,44 @@ def _commands(data: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _overrides(data: dict[str, Any]) -> str:
+    """The ``--set`` settings of a turn-taking run, as a label ("" for the defaults)."""
+    words = str(data.get("command", "")).split()
+    sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+    return f" ({', '.join(sets)})" if sets else ""
+
+
+def _cutoff(data: dict[str, Any]) -> list[dict[str, str]]:
+    systems = data.get("summary", {}).get("systems", {})
+    mindbot, bare = systems.get("mindbot", {}), systems.get("bare", {})
+    pauses = "/".join(sorted(mindbot.get("by_pause", {}), key=float))
+    return [
+        {
+            "measure": f"false cut-offs, {pauses} s pauses{_overrides(data)}",
+            "mindbot": _pct(mindbot.get("rate")),
+            "bare": _pct(bare.get("rate")),
+            "target": "≤ bare",
+        }
+    ]
+
+
+def _bargein(data: dict[str, Any]) -> list[dict[str, str]]:
+    systems = data.get("summary", {}).get("systems", {})
+    mindbot, bare = systems.get("mindbot", {}), systems.get("bare", {})
+    return [
+        {
+            "measure": f"barge-in: caller's first word to silence, p50{_overrides(data)}",
+            "mindbot": _ms(mindbot.get("silent_ms_p50")),
+            "bare": _ms(bare.get("silent_ms_p50")),
+            "target": "< 250 ms",
+        }
+    ]
+
+
 def headlines(data: dict[str, Any]) -> list[dict[str, str]]:
     """A run's headline rows, from its ``headline`` list or its known summary."""
     if isinstance(data.get("headline"), list):
@@ -119,6 +157,10 @@ def headlines(data: dict[str, Any]) -> list[dict[str, str]]:
             if isinstance(row, dict) and row.get("measure")
         ]
     summary = data.get("summary")
+    if data.get("bench") == "cutoff":
+        return _cutoff(data)
+    if data.get("bench") == "bargein":
+        return _bargein(data)
     if isinstance(summary, dict) and "systems" in summary:
         return _latency(summary)
     if "barge_in" in data and isinstance(summary, dict):

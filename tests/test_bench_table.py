@@ -42,6 +42,16 @@ def test_the_table_holds_each_runs_figures_and_where_they_came_from(tmp_path):
             {"measure": "sessions per core", "mindbot": "7.5", "bare": "8", "target": "≥ 10"}
         ],
     )
+    cutoff = {"mindbot": {"rate": 0.833, "by_pause": {"2": {}, "1": {}}}, "bare": {"rate": 0.667}}
+    (runs / "cutoff.json").write_text(
+        json.dumps(
+            {
+                "bench": "cutoff",
+                "command": "mindbot bench cutoff --set smart_turn_stop_secs=1.5",
+                "summary": {"systems": cutoff},
+            }
+        )
+    )
     (runs / "broken.json").write_text("{not json")
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text(f"# Benchmarks\n\nintro\n\n{START}\nold figures\n{END}\n\n## Details\n")
@@ -56,6 +66,8 @@ def test_the_table_holds_each_runs_figures_and_where_they_came_from(tmp_path):
     )
     assert "| sessions per core | 7.5 | 8 | ≥ 10 | capacity.json |" in text
     assert "`mindbot bench latency --profile cloud --calls 8`, 2026-11-24 10:00:00 UTC" in text
+    row = "| false cut-offs, 1/2 s pauses (smart_turn_stop_secs=1.5) | 83% | 67% | ≤ bare |"
+    assert row in text
     assert "broken.json" not in text and "Machine: 2 cores." in text
     run_table(runs, doc, lambda: "2 cores")
     assert doc.read_text() == text  # regenerating the same runs changes nothing
