@@ -647,9 +647,11 @@ def record_json(path: Path, **results: Any) -> None:
 def _command() -> str:
     """The ``mindbot ...`` command line running now, or "" when it is not the CLI (a test)."""
     program = Path(sys.argv[0])
-    if program.name == "mindbot" or program.parent.name == "mindbot":
-        return " ".join(["mindbot", *sys.argv[1:]])
-    return ""
+    if program.name != "mindbot" and program.parent.name != "mindbot":
+        return ""
+    # Audio settings from the environment change what is measured: they belong to the command.
+    audio = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MINDBOT_AUDIO__")]
+    return " ".join([*audio, "mindbot", *sys.argv[1:]])
 
 
 def machine_description() -> str:

@@ -60,26 +60,27 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f} ms"
 
 
-def _latency(summary: dict[str, Any]) -> list[dict[str, str]]:
+def _latency(summary: dict[str, Any], overrides: str = "") -> list[dict[str, str]]:
     systems = summary.get("systems", {})
     mindbot, bare = systems.get("mindbot", {}), systems.get("bare", {})
-    profile = "cloud" if "cloud" in str(summary.get("profile", "")) else "offline"
-    target = {"cloud": ("≤ 0.500 s", ""), "offline": ("≤ 0.600 s", "")}[profile]
+    kind = "cloud" if "cloud" in str(summary.get("profile", "")) else "offline"
+    target = {"cloud": ("≤ 0.500 s", ""), "offline": ("≤ 0.600 s", "")}[kind]
+    profile = kind
     rows = [
         {
-            "measure": f"voice-to-voice p50, {profile} profile",
+            "measure": f"voice-to-voice p50, {profile} profile{overrides}",
             "mindbot": _secs(mindbot.get("caller_p50")),
             "bare": _secs(bare.get("caller_p50")),
             "target": target[0],
         },
         {
-            "measure": f"voice-to-voice p95, {profile} profile",
+            "measure": f"voice-to-voice p95, {profile} profile{overrides}",
             "mindbot": _secs(mindbot.get("caller_p95")),
             "bare": _secs(bare.get("caller_p95")),
             "target": "",
         },
         {
-            "measure": f"greeting after the websocket start, p50, {profile} profile",
+            "measure": f"greeting after the websocket start, p50, {profile} profile{overrides}",
             "mindbot": _secs(mindbot.get("greeting_p50")),
             "bare": _secs(bare.get("greeting_p50")),
             "target": "≤ 0.500 s",
@@ -118,6 +119,7 @@ def _overrides(data: dict[str, Any]) -> str:
     """The ``--set`` settings of a turn-taking run, as a label ("" for the defaults)."""
     words = str(data.get("command", "")).split()
     sets = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+    sets += [w.removeprefix("MINDBOT_AUDIO__").lower() for w in words if w.startswith("MINDBOT_")]
     return f" ({', '.join(sets)})" if sets else ""
 
 
@@ -148,6 +150,37 @@ def _bargein(data: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def _eval_suite(data: dict[str, Any]) -> list[dict[str, str]]:
+    m = data["metrics"]
+    profile = data.get("profile", "")
+    return [
+        {
+            "measure": f"eval suite ({profile}): scenarios passed",
+            "mindbot": f"{m.get('scenarios_passed')}/{m.get('scenarios')}",
+            "bare": "",
+            "target": "all",
+        },
+        {
+            "measure": "eval suite: function call success rate",
+            "mindbot": _pct(m.get("function_call_success_rate")),
+            "bare": "",
+            "target": "",
+        },
+        {
+            "measure": "eval suite: response latency p50 (offline STT/TTS, instant LLM)",
+            "mindbot": _secs(m.get("latency_p50")),
+            "bare": "",
+            "target": "",
+        },
+        {
+            "measure": "eval suite: STT word error rate",
+            "mindbot": _pct(m.get("word_error_rate")),
+            "bare": "",
+            "target": "",
+        },
+    ]
+
+
 def headlines(data: dict[str, Any]) -> list[dict[str, str]]:
     """A run's headline rows, from its ``headline`` list or its known summary."""
     if isinstance(data.get("headline"), list):
@@ -157,12 +190,14 @@ def headlines(data: dict[str, Any]) -> list[dict[str, str]]:
             if isinstance(row, dict) and row.get("measure")
         ]
     summary = data.get("summary")
+    if isinstance(data.get("metrics"), dict) and "scenarios" in data:
+        return _eval_suite(data)
     if data.get("bench") == "cutoff":
         return _cutoff(data)
     if data.get("bench") == "bargein":
         return _bargein(data)
     if isinstance(summary, dict) and "systems" in summary:
-        return _latency(summary)
+        return _latency(summary, _overrides(data))
     if "barge_in" in data and isinstance(summary, dict):
         return _commands(data)
     return []
@@ -185,7 +220,7 @@ def collect(folder: Path) -> list[Headline]:
                     **row,
                     run=path.name,
                     command=str(data.get("command", "")),
-                    date=str(data.get("date", "")),
+                    date=str(data.get("date") or data.get("started_at", "")),
                     commit=str(data.get("commit", "")),
                 )
             )
