@@ -95,11 +95,6 @@ class AudioSettings(BaseModel):
         le=4.0,
         description="Multiplier on the bot's audio, applied by the output transport.",
     )
-    trim_leading_silence: bool = Field(
-        default=True,
-        description="Drop the TTS's silence before the bot's first word of each turn (it is "
-        "only latency to the caller); pauses between sentences stay.",
-    )
     output_sample_rate: Literal[16000, 24000, 48000] = Field(
         default=24000,
         description="The pipeline's output rate for WebRTC and Daily (Twilio is always 8 kHz). "

@@ -41,7 +41,6 @@ from processors.emotion_detector import EmotionDetector, EmotionHint
 from processors.frames import VoiceStyleFrame
 from processors.knowledge_retrieval import KnowledgeRetrieval
 from processors.language_switcher import LanguageSwitcher
-from processors.silence_trimmer import LeadingSilenceTrimmer
 from processors.voice_commands import VoiceCommands
 from processors.voice_style import VoiceStyleController
 
@@ -204,8 +203,6 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
     )
     llm = services.llm(system_instruction=instruction)
     tools.attach(llm)
-    # The TTS's silence before the bot's first word is latency the caller only waits through.
-    trim = [LeadingSilenceTrimmer()] if bot.settings.audio.trim_leading_silence else []
     pipeline = build(
         transport,
         services.stt(language=speech.language, vocabulary=vocabulary, multilingual=multilingual),
@@ -216,7 +213,7 @@ async def run(transport: BaseTransport, call: Call, bot: MindBot) -> None:
         listeners=blocks.listeners,
         injectors=blocks.injectors,
         before_tts=[style],
-        after_tts=[*trim, *blocks.after_tts, style.output_volume()],
+        after_tts=[*blocks.after_tts, style.output_volume()],
     )
     worker = bot.worker(pipeline, call)
 
