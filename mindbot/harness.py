@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from mindbot.callsim import BotSpeech, PhoneCall
 from mindbot.runtime import MindBot, PipelineRun
@@ -65,9 +66,21 @@ def ws_url(base_url: str) -> str:
 
 @asynccontextmanager
 async def serve(
-    bot: MindBot, run: PipelineRun, *, host: str = "127.0.0.1", port: int | None = None
+    bot: MindBot,
+    run: PipelineRun,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    extend: Callable[[FastAPI], None] | None = None,
 ) -> AsyncIterator[str]:
     """Serve a started ``MindBot`` with ``run`` on loopback for the duration of the block.
+
+    Args:
+        bot: The started runtime.
+        run: The pipeline's entry point.
+        host: Where to listen.
+        port: The port (a free one by default).
+        extend: Adds routes to the app before it serves (the eval suite's ``/eval``).
 
     Yields:
         The server's base URL, e.g. ``http://127.0.0.1:40123``.
@@ -75,8 +88,11 @@ async def serve(
     from mindbot.server import create_app
 
     port = port or free_port(host)
+    app = create_app(bot, run)
+    if extend is not None:
+        extend(app)
     config = uvicorn.Config(
-        create_app(bot, run),
+        app,
         host=host,
         port=port,
         log_level="warning",

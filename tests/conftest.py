@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -200,3 +201,19 @@ class ServerProcess:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait, timeout=5)
         self._log_file.close()
+
+
+@pytest.fixture
+def started():
+    """Processes a test starts (the benches' servers, stand-ins, load); any still running at
+    the end is stopped by its PID."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)

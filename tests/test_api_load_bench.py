@@ -24,21 +24,6 @@ from mindbot.bench import CloudLatencies, record_json
 from mindbot.harness import free_port
 
 
-@pytest.fixture
-def started():
-    """The processes the bench starts; any still running at the end is stopped by its PID."""
-    processes: list[subprocess.Popen] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 async def test_the_short_mode_measures_calls_with_and_without_api_load(
     started, voice_cache, tmp_path
 ):

@@ -27,21 +27,6 @@ from mindbot.capacity_bench import (
 )
 
 
-@pytest.fixture
-def started():
-    """The processes the bench starts; any still running at the end is stopped by its PID."""
-    processes: list[subprocess.Popen] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 async def test_the_short_mode_measures_both_systems_end_to_end(started, voice_cache, tmp_path):
     result = await run_capacity_bench(CapacityOptions.short(cache_dir=voice_cache), started=started)
     path = tmp_path / "capacity.json"

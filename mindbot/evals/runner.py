@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
-from fastapi import WebSocket
+from fastapi import FastAPI, WebSocket
 from loguru import logger
 from pipecat.evals.fastapi_transport import EvalFastAPIWebsocketTransport
 from pipecat.evals.results import (
@@ -52,7 +51,7 @@ from pipecat.services.stt_service import STTService
 
 from mindbot.evals.catalog import SuiteScenario
 from mindbot.evals.voices import BOT_TRANSCRIBER, CALLER_VOICE, bot_transcriber, caller_voice
-from mindbot.harness import free_port
+from mindbot.harness import serve
 from mindbot.runtime import MindBot, PipelineRun
 from mindbot.session import Call, ErrorReport, LatencyReport, SessionListener, ToolCallReport
 from mindbot.transports import HANDSHAKE_TIMEOUT_SECS, audio_in_filter
@@ -223,31 +222,12 @@ async def serve_eval(
     Yields:
         The eval transport's URL, e.g. ``ws://127.0.0.1:40123/eval``.
     """
-    from mindbot.server import create_app
 
-    app = create_app(bot, run)
-    app.add_api_websocket_route(EVAL_PATH, eval_route(bot, run))
-    port = free_port(host)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        ws_max_size=bot.settings.max_ws_message_bytes,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the eval server stopped while starting")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"ws://{host}:{port}{EVAL_PATH}"
-    finally:
-        server.should_exit = True
-        await task
+    def add_eval_route(app: FastAPI) -> None:
+        app.add_api_websocket_route(EVAL_PATH, eval_route(bot, run))
+
+    async with serve(bot, run, host=host, extend=add_eval_route) as base_url:
+        yield base_url.replace("http://", "ws://") + EVAL_PATH
 
 
 async def run_scenarios(
