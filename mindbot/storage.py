@@ -1798,30 +1798,7 @@ class SQLiteStorage:
             lease_secs: How long the rows stay hidden from other claims.
             now: The current time (default: now).
         """
-        moment = _utc(now) if now is not None else utc_now()
-        lease = (datetime.fromisoformat(moment) + timedelta(seconds=lease_secs)).isoformat(
-            timespec="microseconds"
-        )
-        with self._write("claim_outbox") as db:
-            rows = list(
-                db.query(
-                    "SELECT * FROM outbox WHERE delivered_at IS NULL"
-                    " AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?"
-                    " ORDER BY next_attempt_at, id LIMIT ?",
-                    [moment, int(limit)],
-                )
-            )
-            if rows:
-                ids = [row["id"] for row in rows]
-                db.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?"
-                    f" WHERE id IN ({', '.join('?' * len(ids))})",
-                    [lease, *ids],
-                )
-        return [
-            _outbox({**row, "attempts": row["attempts"] + 1, "next_attempt_at": lease})
-            for row in rows
-        ]
+        return self.claim_webhook_outbox(limit=limit, lease_secs=lease_secs, now=now)
 
     def mark_outbox_delivered(self, outbox_id: int, at: str | None = None) -> None:
         """Records that a row was delivered (it is never claimed again).
