@@ -75,6 +75,12 @@ class AudioSettings(BaseModel):
         "silence (Pipecat's default: 3 s). Lower answers sooner after a misjudged turn; it "
         "also cuts off callers who pause longer mid-sentence (mindbot bench cutoff).",
     )
+    speculative_llm: bool = Field(
+        default=True,
+        description="While smart-turn waits on a turn it judged unfinished, start the LLM on "
+        "the words so far and hold its answer; release it if the turn ends with the same words, "
+        "drop it if the caller goes on. An LLM request per such pause; turn decisions unchanged.",
+    )
     user_turn_stop_timeout: float = Field(
         default=5.0,
         gt=0.0,

@@ -293,6 +293,7 @@ class ServiceFactory:
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 
         from mindbot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+        from mindbot.speculation import SpeculativeTurnStopStrategy
 
         s = self.settings
         audio = s.audio
@@ -306,7 +307,12 @@ class ServiceFactory:
             ),
         )
         if audio.smart_turn:
-            stop = TurnAnalyzerUserTurnStopStrategy(
+            strategy = (
+                SpeculativeTurnStopStrategy
+                if audio.speculative_llm
+                else TurnAnalyzerUserTurnStopStrategy
+            )
+            stop = strategy(
                 turn_analyzer=SharedSmartTurnAnalyzer(
                     session=self.models.smart_turn_session(),
                     params=SmartTurnParams(stop_secs=audio.smart_turn_stop_secs),
