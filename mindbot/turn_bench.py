@@ -167,10 +167,14 @@ class _TimedReplies:
         self.reply = Text(reply)
         self.times: list[float] = []
         """``time.monotonic()`` of each streamed request."""
+        self.user_turns: list[int] = []
+        """How many user messages each streamed request's context held."""
 
     def __call__(self, body: dict[str, Any]) -> Any:
         if body.get("stream"):
             self.times.append(time.monotonic())
+            messages = body.get("messages") or []
+            self.user_turns.append(sum(m.get("role") == "user" for m in messages))
         return self.reply
 
 
@@ -586,6 +590,9 @@ class CutOff:
     """The bot's first voiced audio after the sentence began (``None``: it never spoke)."""
     llm_request: float | None
     """The first chat request after the sentence began (``None``: none)."""
+    split: bool = False
+    """The first half became a user turn of its own (a later request's context holds the
+    sentence as two user messages)."""
 
 
 def judge_cutoff(
@@ -595,8 +602,15 @@ def judge_cutoff(
     *,
     began: float,
     system: str = "",
+    user_turns: list[int] | None = None,
 ) -> CutOff:
     """Whether the bot started answering a paused sentence before the caller finished it.
+
+    Either the bot's voice came before the end of the sentence, or the first half was taken
+    as a turn of its own: some chat request's context holds the sentence as two user
+    messages. A chat request during the pause alone is not enough: MindBot asks the LLM
+    speculatively while smart-turn waits (``mindbot.speculation``) and withdraws the answer
+    when the caller goes on.
 
     Args:
         recording: The call's two-channel WAV (``PhoneCall.recording()``).
@@ -605,21 +619,25 @@ def judge_cutoff(
         began: When the caller began sending it (seconds from the call's start); bot audio
             and requests before it belong to earlier turns.
         system: Which system answered the call.
+        user_turns: How many user messages each request's context held (parallel to
+            ``llm_requests``); the call's only user speech is this sentence.
     """
     ended = began + speech.second_end
     _, bot = _channels(recording)
     voiced = np.nonzero(window_rms(bot.tobytes(), RATE) > SILENCE_RMS)[0] / 100
     bot_at = next((float(t) for t in voiced if t >= began), None)
     llm_at = min((t for t in llm_requests if t >= began), default=None)
-    early = [t for t in (bot_at, llm_at) if t is not None and t < ended]
+    counts = user_turns or []
+    split = any(n >= 2 for t, n in zip(llm_requests, counts, strict=False) if t >= began)
     return CutOff(
         system=system,
         utterance=speech.index,
         pause=speech.pause,
         gap=round(speech.gap, 3),
-        cut_off=bool(early),
+        cut_off=split or (bot_at is not None and bot_at < ended),
         bot_audio=None if bot_at is None else round(bot_at - ended, 3),
         llm_request=None if llm_at is None else round(llm_at - ended, 3),
+        split=split,
     )
 
 
@@ -648,7 +666,7 @@ class CutOffResult:
                 "failures": sum(f["system"] == system for f in self.failures),
                 "rate": _rate(mine),
                 "cut_offs": sum(c.cut_off for c in mine),
-                "llm_only": sum(
+                "split_only": sum(
                     c.cut_off and (c.bot_audio is None or c.bot_audio >= 0) for c in mine
                 ),
                 "unanswered": sum(c.bot_audio is None for c in mine),
@@ -756,7 +774,7 @@ async def _cutoff_call(url: str, speech: PausedSpeech, llm: _TimedReplies, n: in
         t0 = time.monotonic() - call.now()
         recording = call.recording()
     requests = [at - t0 for at in llm.times]
-    return judge_cutoff(recording, requests, speech, began=began)
+    return judge_cutoff(recording, requests, speech, began=began, user_turns=llm.user_turns)
 
 
 def _cutoff_line(c: CutOff) -> str:
@@ -792,8 +810,9 @@ def format_cutoff_summary(summary: dict[str, Any]) -> str:
         )
     lines.append(f"{'all':20s}{cell(m):>16s}{cell(b):>16s}")
     lines.append(
-        f"cut off by an LLM request alone (its answer interrupted): MindBot {m['llm_only']}, "
-        f"bare {b['llm_only']}; never answered: MindBot {m['unanswered']}, bare {b['unanswered']}"
+        f"cut off with no bot audio before the end (the first half taken as a turn, its answer "
+        f"interrupted): MindBot {m['split_only']}, bare {b['split_only']}; never answered: "
+        f"MindBot {m['unanswered']}, bare {b['unanswered']}"
     )
     if m["failures"] or b["failures"]:
         lines.append(f"calls not judged: MindBot {m['failures']}, bare {b['failures']}")

@@ -138,10 +138,17 @@ def test_a_reply_during_the_pause_is_a_cut_off_and_one_after_the_sentence_is_not
     assert fine.bot_audio == pytest.approx(0.9, abs=0.011)
     assert fine.llm_request == pytest.approx(0.4, abs=0.001)
 
-    # An LLM request in the pause is a cut-off even when the caller's second half
-    # interrupted the answer before any of it was heard.
-    asked = judge_cutoff(late, [3.5, 5.5], speech, began=2.0)
-    assert asked.cut_off and asked.bot_audio > 0
+    # The first half taken as a turn of its own is a cut-off even when the caller's second
+    # half interrupted the answer before any of it was heard: the next request's context
+    # holds the sentence as two user messages.
+    asked = judge_cutoff(late, [3.5, 5.5], speech, began=2.0, user_turns=[1, 2])
+    assert asked.cut_off and asked.split and asked.bot_audio > 0
+
+    # A request in the pause whose answer was withdrawn (a speculation) is not: the sentence
+    # reached the LLM as one user message.
+    held = judge_cutoff(late, [3.5, 5.5], speech, began=2.0, user_turns=[1, 1])
+    assert not held.cut_off and not held.split
+    assert held.llm_request == pytest.approx(3.5 - 5.1, abs=0.001)
 
 
 def test_the_cutoff_summary_gives_rates_per_pause_and_the_verdict():
@@ -159,7 +166,7 @@ def test_the_cutoff_summary_gives_rates_per_pause_and_the_verdict():
     m, b = summary["systems"]["mindbot"], summary["systems"]["bare"]
     assert m["by_pause"]["0.6"] == {"sentences": 2, "cut_offs": 1, "rate": 0.5}
     assert b["by_pause"]["0.6"]["rate"] == 1.0 and b["by_pause"]["1.2"]["rate"] == 0.0
-    assert (m["rate"], b["rate"], m["llm_only"], b["llm_only"]) == (0.333, 0.667, 1, 0)
+    assert (m["rate"], b["rate"], m["split_only"], b["split_only"]) == (0.333, 0.667, 1, 0)
     assert summary["not_worse_than_bare"] is True
     table = format_cutoff_summary(summary)
     assert "50% (1/2)" in table and "100% (2/2)" in table
@@ -246,6 +253,6 @@ async def test_a_cutoff_run_judges_each_sentence_on_both_systems(voice_cache):
         # Each system asked the LLM and answered (during the pause or after the sentence),
         # and the verdict follows from those times.
         assert c.llm_request is not None and c.bot_audio is not None
-        assert c.cut_off == (c.llm_request < 0 or c.bot_audio < 0)
+        assert c.cut_off == (c.split or c.bot_audio < 0)
     summary = result.summary()
     assert set(summary["systems"]["mindbot"]["by_pause"]) == {"0.9"}
