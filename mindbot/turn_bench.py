@@ -189,6 +189,8 @@ class _Systems:
     bot: MindBot
     urls: dict[str, str] = field(default_factory=dict)
     """Each system's Twilio websocket URL, by name (``SYSTEMS``)."""
+    deepgram: Any = None
+    """The cloud profile's Deepgram stand-in (``None`` offline)."""
 
     async def alternate(
         self, count: int, warmup: int, call: Callable[[str, int], Awaitable[_M]]
@@ -251,13 +253,15 @@ async def _systems(
             cloud = await stack.enter_async_context(cloud_profile(latencies, reply=reply))
             settings = {**cloud.settings, **settings, "stt": "deepgram", "tts": "cartesia"}
             name, expect = "cloud stand-ins (Deepgram, Cartesia; scripted LLM)", cloud.expect
+            deepgram = cloud.deepgram
         else:
             settings |= {"stt": "whisper", "tts": "piper"}
             name, expect = "offline (Whisper, Piper; scripted LLM)", _no_words
+            deepgram = None
         bot = MindBot(make_settings(**settings))
         await asyncio.to_thread(bot.start)
         stack.push_async_callback(asyncio.to_thread, bot.stop)
-        systems = _Systems(name, timed, expect, bot)
+        systems = _Systems(name, timed, expect, bot, deepgram=deepgram)
         systems.urls = await stack.enter_async_context(_serving(bot, run))
         yield systems
 
@@ -828,7 +832,7 @@ def format_cutoff_summary(summary: dict[str, Any]) -> str:
 
 
 def add_turn_benches(benches: argparse._SubParsersAction) -> None:
-    """Add ``bargein`` and ``cutoff`` to the ``mindbot bench`` subcommands."""
+    """Add ``bargein``, ``cutoff`` and ``falsebargein`` to the ``mindbot bench`` subcommands."""
     bargein = benches.add_parser(
         "bargein", help="how fast the bot falls silent when the caller talks over it"
     )
@@ -858,6 +862,9 @@ def add_turn_benches(benches: argparse._SubParsersAction) -> None:
         "--filler", default="", help="a hesitation at the end of each first half, e.g. um"
     )
     cutoff.set_defaults(handler=_bench_cutoff)
+    from mindbot.falsebargein_bench import add_falsebargein_bench
+
+    add_falsebargein_bench(benches)
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
