@@ -36,6 +36,12 @@ def make_settings(**overrides) -> Settings:
     values = {"log_level": "DEBUG", "user_idle_secs": 0, "host": "127.0.0.1", "port": 0}
     values["data_dir"] = Path(tempfile.mkdtemp(dir=DATA_ROOT))
     values.update(overrides)
+    audio = values.get("audio") or {}
+    if isinstance(audio, dict) and "speculative_llm" not in audio:
+        # The scripted LLM stand-in answers requests in order, one scripted reply per turn;
+        # a speculative request (mindbot.speculation) would take the turn's reply and, if
+        # withdrawn, shift every reply after it. Speculation's own tests turn it on.
+        values["audio"] = {**audio, "speculative_llm": False}
     return Settings(_env_file=None, **values)
 
 
@@ -155,6 +161,7 @@ class ServerProcess:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MINDBOT_")}
         env.update({f"MINDBOT_{k.upper()}": str(v) for k, v in settings.items()})
+        env.setdefault("MINDBOT_AUDIO__SPECULATIVE_LLM", "false")  # as in make_settings
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.log = ARTIFACTS / f"server-{port}.log"

@@ -47,7 +47,9 @@ async def place_call(cloud_services, voice_cache, *, pause: float, **audio) -> t
 async def test_a_turn_judged_unfinished_is_answered_from_a_held_speculation(
     cloud_services, voice_cache
 ):
-    requests, answered_after, _, _ = await place_call(cloud_services, voice_cache, pause=1.0)
+    requests, answered_after, _, _ = await place_call(
+        cloud_services, voice_cache, pause=1.0, speculative_llm=True
+    )
     streamed = [r for r in requests if r.get("stream")]
     turns = [user_messages(r) for r in streamed]
     print(turns, f"answered {answered_after:.2f} s after the sentence")
