@@ -77,11 +77,6 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         """Whether a transcript arrived since the caller last started speaking: until one
         does, the words so far miss the speech that just ended."""
 
-    @property
-    def speculating(self) -> bool:
-        """Whether a speculative response is in flight for the current turn."""
-        return self._speculation is not None
-
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         """Follow the turn as Pipecat's strategy does, then speculate if the wait began.
 
