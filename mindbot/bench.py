@@ -36,6 +36,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from loguru import logger
 
+from mindbot.config import Settings
 from mindbot.harness import free_port, simulated_call
 from mindbot.runtime import MindBot, PipelineRun, latency_observer
 from mindbot.session import Call, LatencyReport
@@ -281,12 +282,25 @@ class _LatencyLog:
 
 
 class _ThreadedServer:
-    """A uvicorn server on its own event loop in a daemon thread."""
+    """A uvicorn server on its own event loop in a daemon thread.
 
-    def __init__(self, app: FastAPI, port: int, ws_max_size: int):
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=ws_max_size
-        )
+    MindBot's apps are served as ``mindbot serve`` serves them (``server_config``); the bare
+    baseline with uvicorn's defaults, as Pipecat's runner serves it, and MindBot's message cap.
+    """
+
+    def __init__(self, app: FastAPI, port: int, settings: Settings, *, bare: bool = False):
+        from mindbot.server import server_config
+
+        if bare:
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                ws_max_size=settings.max_ws_message_bytes,
+            )
+        else:
+            config = server_config(app, settings, host="127.0.0.1", port=port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"ws://127.0.0.1:{port}/ws"
@@ -486,14 +500,16 @@ async def run_latency_bench(
         if cloud is not None:
             cloud.expect(utterances)
 
-    ws_max = bot.settings.max_ws_message_bytes
     systems = {"mindbot": create_app(bot, run)}
     if baseline:
         systems["bare"] = bare_pipecat_app(bot, log, system_instruction)
     for name, twin in variants.items():
         twin.listeners.append(log)
         systems[name] = create_app(twin, run)
-    servers = {name: _ThreadedServer(app, free_port(), ws_max) for name, app in systems.items()}
+    servers = {
+        name: _ThreadedServer(app, free_port(), bot.settings, bare=name == "bare")
+        for name, app in systems.items()
+    }
     for server in servers.values():
         server.__enter__()
     try:

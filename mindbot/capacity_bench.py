@@ -931,7 +931,7 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
     from mindbot.config import Settings
     from mindbot.logs import configure_logging
     from mindbot.runtime import MindBot
-    from mindbot.server import create_app
+    from mindbot.server import create_app, server_config
 
     settings = Settings.load(**json.loads(settings_json))
     configure_logging("WARNING")
@@ -940,17 +940,19 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
     try:
         if system == "mindbot":
             app = create_app(bot, load_pipeline(pipeline))
+            config = server_config(app, settings, host="127.0.0.1", port=port)
         else:
             instruction = bot.personas.get(settings.persona).system_instruction()
             app = bare_pipecat_app(bot, _LatencyLog(), instruction)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws_max_size=settings.max_ws_message_bytes,
-            timeout_graceful_shutdown=5,
-        )
+            # As Pipecat's runner serves it (uvicorn's defaults), with MindBot's message cap.
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                ws_max_size=settings.max_ws_message_bytes,
+                timeout_graceful_shutdown=5,
+            )
         uvicorn.Server(config).run()
     finally:
         bot.stop()

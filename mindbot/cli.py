@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from mindbot.runtime import MindBot
-    from mindbot.server import create_app
+    from mindbot.server import create_app, server_config
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings.load(**overrides)
@@ -70,14 +70,7 @@ def _run(args: argparse.Namespace) -> None:
                 f"to POST {public}/twilio (media stream on {public}/ws).",
                 flush=True,
             )
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            ws_max_size=settings.max_ws_message_bytes,
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-        )
+        config = server_config(app, settings, host=settings.host, port=settings.port)
         uvicorn.Server(config).run()
     finally:
         bot.stop()

@@ -85,20 +85,13 @@ async def serve(
     Yields:
         The server's base URL, e.g. ``http://127.0.0.1:40123``.
     """
-    from mindbot.server import create_app
+    from mindbot.server import create_app, server_config
 
     port = port or free_port(host)
     app = create_app(bot, run)
     if extend is not None:
         extend(app)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        ws_max_size=bot.settings.max_ws_message_bytes,
-        timeout_graceful_shutdown=5,
-    )
+    config = server_config(app, bot.settings, host=host, port=port)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from loguru import logger
 from pipecat.frames.frames import EndWorkerFrame, ErrorFrame, MetricsFrame, TTSSpeakFrame
 from pipecat.metrics.metrics import LLMUsageMetricsData, STTUsageMetricsData, TTSUsageMetricsData
@@ -40,6 +39,7 @@ from pipecat.turns.user_mute import BaseUserMuteStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 from pipecat.workers.runner import WorkerRunner
 
+from mindbot.clients import http_client
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
 from mindbot.kb.knowledge import KnowledgeBase
@@ -542,7 +542,7 @@ class MindBot:
         """
         settings = self.settings.tools
         timezone = str(memory.preferences.get(TIMEZONE_PREFERENCE) or settings.timezone)
-        http = httpx.AsyncClient(timeout=settings.timeout_secs, follow_redirects=False)
+        http = http_client(timeout=settings.timeout_secs, follow_redirects=False)
         self._closers.setdefault(call.session_id, []).append(http.aclose)
         context = ToolContext(
             settings=settings,

@@ -41,6 +41,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 from loguru import logger
@@ -55,6 +56,25 @@ from mindbot.session import Call
 from mindbot.transports import accept_twilio_call, daily_transport, twilio_transport
 
 MAX_PENDING_WEBRTC_SESSIONS = 1000
+
+
+def server_config(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration for MindBot's app.
+
+    WebSocket messages are capped at ``max_ws_message_bytes``, and per-message compression is
+    off: a phone call's audio is base64 μ-law, which deflate barely shrinks, and compressing
+    fifty messages a second for every call is CPU on the event loop that paces every caller's
+    audio.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_max_size=settings.max_ws_message_bytes,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def create_app(bot: MindBot, run: PipelineRun, *, join_daily: bool = False) -> FastAPI:

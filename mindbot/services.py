@@ -121,13 +121,15 @@ class SharedModels:
             return self._silero
 
     def warm_up(self, providers: Providers, *, smart_turn: bool) -> None:
-        """Load every model (and import every client) the providers need now.
+        """Load every model (and import every client) the providers need now, and build the
+        process's TLS context (``mindbot.clients``).
 
         The first call then pays neither model loading nor the import of a provider's SDK
         (the OpenAI client alone takes about half a second to import).
         """
-        import pipecat.services.openai.llm  # noqa: F401
+        from mindbot.clients import tls_context
 
+        tls_context()
         if providers.stt == "whisper":
             self.whisper()
         else:
@@ -220,14 +222,14 @@ class ServiceFactory:
         Args:
             system_instruction: The session's system instruction.
         """
-        from pipecat.services.openai.llm import OpenAILLMService
+        from mindbot.clients import SharedTLSOpenAILLMService
 
         s = self.settings
         endpoint = self.llm_endpoint
-        service = OpenAILLMService(
+        service = SharedTLSOpenAILLMService(
             api_key=endpoint.api_key,
             base_url=endpoint.base_url,
-            settings=OpenAILLMService.Settings(
+            settings=SharedTLSOpenAILLMService.Settings(
                 model=endpoint.model,
                 system_instruction=system_instruction,
                 temperature=s.llm_temperature,

@@ -285,8 +285,10 @@ async def _serving(bot: MindBot, run: PipelineRun) -> AsyncIterator[dict[str, st
         "mindbot": create_app(bot, run),
         "bare": bare_pipecat_app(bot, _LatencyLog(), instruction),
     }
-    ws_max = bot.settings.max_ws_message_bytes
-    servers = {name: _ThreadedServer(app, free_port(), ws_max) for name, app in apps.items()}
+    servers = {
+        name: _ThreadedServer(app, free_port(), bot.settings, bare=name == "bare")
+        for name, app in apps.items()
+    }
     started = []
     try:
         for server in servers.values():
