@@ -931,7 +931,7 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
     from mindbot.config import Settings
     from mindbot.logs import configure_logging
     from mindbot.runtime import MindBot
-    from mindbot.server import create_app, server_config
+    from mindbot.server import create_app, freeze_heap, server_config
 
     settings = Settings.load(**json.loads(settings_json))
     configure_logging("WARNING")
@@ -941,6 +941,7 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
         if system == "mindbot":
             app = create_app(bot, load_pipeline(pipeline))
             config = server_config(app, settings, host="127.0.0.1", port=port)
+            freeze_heap()  # as `mindbot serve` does
         else:
             instruction = bot.personas.get(settings.persona).system_instruction()
             app = bare_pipecat_app(bot, _LatencyLog(), instruction)

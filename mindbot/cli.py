@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from mindbot.runtime import MindBot
-    from mindbot.server import create_app, server_config
+    from mindbot.server import create_app, freeze_heap, server_config
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings.load(**overrides)
@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> None:
                 flush=True,
             )
         config = server_config(app, settings, host=settings.host, port=settings.port)
+        freeze_heap()
         uvicorn.Server(config).run()
     finally:
         bot.stop()
