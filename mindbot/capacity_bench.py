@@ -38,13 +38,21 @@ stand-in reads every 20 ms of every call), and in the bench process it would del
 callers' clocks, which are the instrument. The callers stay in the bench process; its CPU and
 event-loop lag are reported per level, so a saturated load generator shows. Levels alternate
 between the systems (MindBot at n, bare at n, then n + step), so slow drift in the machine's
-load hits both.
+load hits both. The bench's and the stand-ins' processes freeze their heaps (``gc.freeze``)
+before each level: a full collection of the bench's heap stopped the callers' event loop for
+about 80 ms, which stamped the bot's audio late and read as underruns the server did not cause.
+
+**Question mix.** Caller ``slot`` asks ``turns`` questions from ``slot * turns`` on, round the
+8 of ``QUESTIONS``; smart-turn waits out one of them (3 s), so a level's p95 depends on how often
+it is asked. With ``turns=4`` (the default) and even levels, every level asks each question
+equally often, and the p95 rule compares like with like.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -484,7 +492,7 @@ class CapacityOptions:
     step: int = 2
     max_sessions: int = 40
     calls_per_level: int = 1
-    turns: int = 2
+    turns: int = 4
     systems: tuple[str, ...] = SYSTEMS
     warmup: bool = True
     reply: str | None = None
@@ -681,6 +689,11 @@ async def _level(
     if error := server.process.died():
         raise RuntimeError(f"the {server.system} server {error}")
     pids = process_tree(server.process.pid)
+    # The callers' own clock must not stall: a full collection of this process's heap (Pipecat,
+    # numpy, earlier levels' calls) stops its event loop for about 80 ms, which stamps the bot's
+    # audio late and reads as underruns. Frozen, a collection walks this level's calls only.
+    gc.collect()
+    gc.freeze()
     before = _Clocks.read(pids, standins)
     watch = _Watch(pids)
 
@@ -706,6 +719,7 @@ async def _level(
         await asyncio.sleep(SETTLE_SECS)
     finally:
         await watch.stop()
+        gc.unfreeze()
     used = _Clocks.read(pids, standins).minus(before)
     return _level_figures(server, n, outcomes, used, watch)
 
@@ -967,6 +981,8 @@ async def _standins(reply: str) -> None:
         # The callers ask QUESTIONS in turn; the transcripts are handed out in order over all
         # calls (which call gets which does not matter: the LLM stand-in answers alike).
         cloud.expect(QUESTIONS * 10_000)
+        gc.collect()
+        gc.freeze()  # as the callers do: the stand-ins' full collections must not stall them
         print(json.dumps(cloud.settings), flush=True)
         await asyncio.Event().wait()
 

@@ -546,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument(
         "--calls-per-level", type=int, default=1, help="calls each concurrent caller places"
     )
-    capacity.add_argument("--turns", type=int, default=2, help="questions per call")
+    capacity.add_argument(
+        "--turns", type=int, default=4, help="questions per call (4: every level asks each alike)"
+    )
     capacity.add_argument("--systems", default="mindbot,bare", help="mindbot, bare or both")
     capacity.add_argument("--pipeline", default="assistant", help="MindBot's pipeline")
     capacity.add_argument("--json", help="write the results to this file")

@@ -1,9 +1,11 @@
-"""The process's one TLS context verifies the LLM's and the tools' HTTPS, and the voice server
-declines per-message compression."""
+"""The server's set-up for many calls: one TLS context for the LLM's and the tools' HTTPS, no
+per-message compression on the voice websocket, and a frozen start-up heap."""
 
 import datetime
+import gc
 import ipaddress
 import ssl
+import weakref
 
 import certifi
 import httpx
@@ -17,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from mindbot.clients import SharedTLSOpenAILLMService, http_client, tls_context
 from mindbot.harness import serve, ws_url
+from mindbot.server import freeze_heap
 from pipelines.assistant import run
 
 COMPLETION = {
@@ -143,3 +146,22 @@ async def test_the_voice_server_declines_per_message_compression(offline_bot):
     async with serve(offline_bot, run) as base_url:
         async with websockets.connect(ws_url(base_url), compression="deflate") as ws:
             assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+
+
+def test_freezing_the_heap_keeps_live_objects_and_frees_garbage():
+    class Node:
+        pass
+
+    garbage, live = Node(), Node()
+    garbage.self = garbage  # a cycle only the collector frees
+    live.self = live
+    dead = weakref.ref(garbage)
+    del garbage
+    frozen_before = gc.get_freeze_count()
+    try:
+        freeze_heap()
+        assert dead() is None
+        assert gc.get_freeze_count() > frozen_before
+        assert live.self is live
+    finally:
+        gc.unfreeze()  # the rest of the test run collects as usual
