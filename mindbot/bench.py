@@ -684,9 +684,13 @@ def machine_description() -> str:
 
 
 def _commit() -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files differ from it."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
