@@ -26,6 +26,7 @@ replaced by ``[redacted]`` before they leave the process.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -56,6 +57,9 @@ VOICE_TO_VOICE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1, 1.25, 1.5, 2, 2.
 
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 """Seconds: one stage of a reply (transcription, LLM inference, speech synthesis...)."""
+
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
+"""Seconds: around 0.1 s, where a stall becomes a gap in the callers' audio."""
 
 REDACTED = "[redacted]"
 """What replaces the content of a span attribute that carries words."""
@@ -248,6 +252,12 @@ class SessionMetrics:
         self.commands = Counter(
             "mindbot_voice_commands", "Voice commands carried out.", ["action"], registry=r
         )
+        self.loop_lag = Histogram(
+            "mindbot_event_loop_lag_seconds",
+            "How late the server's event loop woke a timer (LoopLagProbe).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
 
     def __repr__(self) -> str:
         return "SessionMetrics()"
@@ -413,3 +423,54 @@ def _redacted(span: ReadableSpan) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+class LoopLagProbe:
+    """Measures how late the event loop runs a timer, into ``mindbot_event_loop_lag_seconds``.
+
+    Every call's audio is paced by one event loop, so anything that holds it (a blocking call, a
+    long garbage collection) delays every caller's audio at once; a stall over about 0.1 s is a
+    gap the callers hear (``mindbot bench capacity``). The probe sleeps ``interval`` seconds
+    and records by how much the wake-up came late. A stall of ``warn_secs`` or more is logged
+    as a warning, at most once a minute.
+
+    Args:
+        histogram: Where each lag is observed.
+        interval: Seconds between wake-ups.
+        warn_secs: The stall that is worth a warning.
+    """
+
+    WARN_EVERY_SECS = 60.0
+
+    def __init__(self, histogram: Histogram, *, interval: float = 0.1, warn_secs: float = 0.25):
+        self._histogram = histogram
+        self._interval = interval
+        self._warn_secs = warn_secs
+        self._task: asyncio.Task | None = None
+        self._warned_at = -self.WARN_EVERY_SECS
+
+    async def start(self) -> None:
+        """Start probing on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event loop lag probe")
+
+    async def stop(self) -> None:
+        """Stop probing."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self._interval
+            await asyncio.sleep(self._interval)
+            lag = max(0.0, loop.time() - due)
+            self._histogram.observe(lag)
+            if lag >= self._warn_secs and loop.time() - self._warned_at >= self.WARN_EVERY_SECS:
+                self._warned_at = loop.time()
+                logger.warning(
+                    f"The event loop stalled {lag * 1000:.0f} ms: every call's audio waited "
+                    "(see mindbot_event_loop_lag_seconds)"
+                )

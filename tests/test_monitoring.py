@@ -4,6 +4,9 @@ a process has one tracer provider) without the words said."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from api_helpers import api_client, new_key
 from prometheus_client.parser import text_string_to_metric_families
@@ -131,6 +134,31 @@ async def test_metrics_can_be_public_or_switched_off(cloud_services):
             assert not any(isinstance(x, SessionMetrics) for x in bot.listeners)
         finally:
             bot.stop()
+
+
+async def test_an_event_loop_stall_is_measured_and_warned_about(cloud_services, warnings_logged):
+    lag = "mindbot_event_loop_lag_seconds"
+
+    def stalls(found: dict) -> float:
+        """Wake-ups later than 0.25 s."""
+        return value(found, f"{lag}_count") - value(found, f"{lag}_bucket", le="0.25")
+
+    bot = cloud_services.bot(monitoring={"metrics_public": True})
+    try:
+        async with api_client(bot) as client:
+            await asyncio.sleep(0.5)  # a few wake-ups
+            before = samples((await client.get("/metrics")).text)
+            assert value(before, f"{lag}_count") >= 2
+
+            time.sleep(0.4)  # noqa: ASYNC251 - the stall under test: the server shares this loop
+            await asyncio.sleep(0.3)
+            after = samples((await client.get("/metrics")).text)
+        assert stalls(after) - stalls(before) >= 1
+        assert value(after, f"{lag}_sum") - value(before, f"{lag}_sum") >= 0.3
+        warned = [level for level, m in warnings_logged if "event loop stalled" in m]
+        assert warned and set(warned) == {"WARNING"}
+    finally:
+        bot.stop()
 
 
 def test_labels_stay_names_and_few():

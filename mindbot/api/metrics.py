@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mindbot.alerts import AlertMonitor
-from mindbot.monitoring import SessionMetrics, start_tracing
+from mindbot.monitoring import LoopLagProbe, SessionMetrics, start_tracing
 
 if TYPE_CHECKING:
     from mindbot.api.app import Api
@@ -60,6 +60,9 @@ def metrics_router(api: Api) -> APIRouter:
     pricing = bot.settings.pricing
     metrics = SessionMetrics(pricing.cost, pricing.currency)
     _listen(api, metrics)
+    probe = LoopLagProbe(metrics.loop_lag)
+    api.on_startup.append(probe.start)
+    api.on_shutdown.append(probe.stop)
     guard = [] if settings.metrics_public else [Depends(api.auth.require("read"))]
 
     @router.get(
@@ -69,7 +72,8 @@ def metrics_router(api: Api) -> APIRouter:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
     )
     async def prometheus_metrics() -> Response:
-        """Sessions, turns, latency, errors, tool calls, usage and cost, for Prometheus."""
+        """Sessions, turns, latency, errors, tool calls, usage, cost and event-loop lag, for
+        Prometheus."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router
