@@ -281,24 +281,28 @@ class _LatencyLog:
         self.by_caller[call.from_number or ""].append(latency)
 
 
-class _ThreadedServer:
-    """A uvicorn server on its own event loop in a daemon thread.
+def bare_server_config(app: FastAPI, settings: Settings, *, port: int) -> uvicorn.Config:
+    """How the bare baseline is served: uvicorn's defaults, as Pipecat's runner serves it,
+    with MindBot's message cap. MindBot's own apps get ``mindbot.server.server_config``."""
+    return uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_max_size=settings.max_ws_message_bytes,
+        timeout_graceful_shutdown=5,
+    )
 
-    MindBot's apps are served as ``mindbot serve`` serves them (``server_config``); the bare
-    baseline with uvicorn's defaults, as Pipecat's runner serves it, and MindBot's message cap.
-    """
+
+class _ThreadedServer:
+    """A uvicorn server on its own event loop in a daemon thread: MindBot's apps served as
+    ``mindbot serve`` serves them, the bare baseline as Pipecat's runner does."""
 
     def __init__(self, app: FastAPI, port: int, settings: Settings, *, bare: bool = False):
         from mindbot.server import server_config
 
         if bare:
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                ws_max_size=settings.max_ws_message_bytes,
-            )
+            config = bare_server_config(app, settings, port=port)
         else:
             config = server_config(app, settings, host="127.0.0.1", port=port)
         self.server = uvicorn.Server(config)

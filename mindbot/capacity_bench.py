@@ -940,7 +940,7 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
     """Run one system's server on loopback until SIGTERM."""
     import uvicorn
 
-    from mindbot.bench import _LatencyLog, bare_pipecat_app
+    from mindbot.bench import _LatencyLog, bare_pipecat_app, bare_server_config
     from mindbot.cli import load_pipeline
     from mindbot.config import Settings
     from mindbot.logs import configure_logging
@@ -959,15 +959,7 @@ def _serve(system: str, port: int, pipeline: str, settings_json: str) -> None:
         else:
             instruction = bot.personas.get(settings.persona).system_instruction()
             app = bare_pipecat_app(bot, _LatencyLog(), instruction)
-            # As Pipecat's runner serves it (uvicorn's defaults), with MindBot's message cap.
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                ws_max_size=settings.max_ws_message_bytes,
-                timeout_graceful_shutdown=5,
-            )
+            config = bare_server_config(app, settings, port=port)
         uvicorn.Server(config).run()
     finally:
         bot.stop()
