@@ -56,12 +56,10 @@ from mindbot.turn_bench import (
     NotMeasured,
     _channels,
     _common_arguments,
-    _scratch_settings,
     _speech,
     _Systems,
     _systems,
-    _write,
-    audio_overrides,
+    run_bench_command,
 )
 
 if TYPE_CHECKING:
@@ -616,22 +614,10 @@ def add_falsebargein_bench(benches: argparse._SubParsersAction) -> None:
 
 
 def _bench_falsebargein(args: argparse.Namespace) -> None:
-    from mindbot.cli import load_pipeline
-
-    audio = audio_overrides(args.audio)
-    sounds = parse_sounds(args.sounds)
-    run = load_pipeline(args.pipeline)
-    with _scratch_settings() as make_settings:
-        result = asyncio.run(
-            run_falsebargein_bench(
-                run,
-                profile=args.profile,
-                sounds=sounds,
-                calls=args.calls,
-                warmup_calls=args.warmup,
-                audio=audio,
-                make_settings=make_settings,
-            )
-        )
-    print(format_falsebargein_summary(result.summary()))
-    _write(args, result.as_dict())
+    run_bench_command(
+        args,
+        run_falsebargein_bench,
+        format_falsebargein_summary,
+        sounds=parse_sounds(args.sounds),
+        calls=args.calls,
+    )

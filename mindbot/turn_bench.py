@@ -891,51 +891,63 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the results to this file")
 
 
-def _bench_bargein(args: argparse.Namespace) -> None:
+def run_bench_command(
+    args: argparse.Namespace,
+    bench: Callable[..., Awaitable[Any]],
+    format_summary: Callable[[dict[str, Any]], str],
+    **options: Any,
+) -> None:
+    """Run a turn bench from its command line (``_common_arguments``): MindBot's pipeline with
+    the ``--set`` audio settings on scratch data, then print the summary and write ``--json``.
+
+    Args:
+        args: The parsed command line.
+        bench: The bench's ``run_..._bench`` coroutine function.
+        format_summary: Formats the result's ``summary()``.
+        **options: The bench's own arguments.
+    """
     from mindbot.cli import load_pipeline
 
     audio = audio_overrides(args.audio)
     run = load_pipeline(args.pipeline)
     with _scratch_settings() as make_settings:
         result = asyncio.run(
-            run_bargein_bench(
+            bench(
                 run,
                 profile=args.profile,
-                calls=args.calls,
                 warmup_calls=args.warmup,
-                talk_secs=args.talk_secs,
                 audio=audio,
                 make_settings=make_settings,
+                **options,
             )
         )
-    print(format_bargein_summary(result.summary()))
+    print(format_summary(result.summary()))
     _write(args, result.as_dict())
 
 
-def _bench_cutoff(args: argparse.Namespace) -> None:
-    from mindbot.cli import load_pipeline
+def _bench_bargein(args: argparse.Namespace) -> None:
+    run_bench_command(
+        args,
+        run_bargein_bench,
+        format_bargein_summary,
+        calls=args.calls,
+        talk_secs=args.talk_secs,
+    )
 
-    audio = audio_overrides(args.audio)
+
+def _bench_cutoff(args: argparse.Namespace) -> None:
     try:
         pauses = tuple(float(p) for p in args.pauses.split(",") if p.strip())
     except ValueError:
         raise ConfigError(f"--pauses {args.pauses!r}: expected seconds, e.g. 0.6,0.9") from None
-    run = load_pipeline(args.pipeline)
-    with _scratch_settings() as make_settings:
-        result = asyncio.run(
-            run_cutoff_bench(
-                run,
-                profile=args.profile,
-                pauses=pauses,
-                utterances=args.utterances,
-                filler=args.filler,
-                warmup_calls=args.warmup,
-                audio=audio,
-                make_settings=make_settings,
-            )
-        )
-    print(format_cutoff_summary(result.summary()))
-    _write(args, result.as_dict())
+    run_bench_command(
+        args,
+        run_cutoff_bench,
+        format_cutoff_summary,
+        pauses=pauses,
+        utterances=args.utterances,
+        filler=args.filler,
+    )
 
 
 @contextmanager
