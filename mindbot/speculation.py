@@ -17,9 +17,9 @@ eager end of turn drives):
   be held back); the committed turn runs the tool, and the same words are not speculated on
   again.
 
-The price is an LLM request for each pause smart-turn judges mid-sentence; the turn decisions
-themselves (and so the false cut-off rate) are unchanged. ``audio.speculative_llm`` turns it
-off.
+The price is an LLM request for each pause smart-turn judges mid-sentence; speculating changes
+no turn decision (the text check it builds on, ``mindbot.turn_text``, does).
+``audio.speculative_llm`` turns it off.
 """
 
 from __future__ import annotations
@@ -35,18 +35,16 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
-from pipecat.turns.user_stop import (
-    EagerMatchPolicy,
-    NormalizedMatch,
-    TurnAnalyzerUserTurnStopStrategy,
-)
+from pipecat.turns.user_stop import EagerMatchPolicy, NormalizedMatch
+
+from mindbot.turn_text import TextCheckedTurnStopStrategy
 
 SPECULATION_TIMEOUT_SECS = 10.0
 """A held response nobody resolved is withdrawn after this long (a safety net: every turn
 ends through smart-turn's own silence limit or the aggregator's stop timeout first)."""
 
 
-class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
+class SpeculativeTurnStopStrategy(TextCheckedTurnStopStrategy):
     """Smart-turn end of turn that answers speculatively while a turn is judged unfinished.
 
     Args:
@@ -54,7 +52,8 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         match_policy: Whether the turn's final words still match the speculated ones
             (default ``NormalizedMatch``: case and punctuation aside).
         speculation_timeout: Seconds before an unresolved speculation is withdrawn.
-        **kwargs: Passed to ``TurnAnalyzerUserTurnStopStrategy``.
+        **kwargs: Passed to ``TextCheckedTurnStopStrategy`` (``text_model``) and Pipecat's
+            ``TurnAnalyzerUserTurnStopStrategy``.
     """
 
     def __init__(
@@ -67,8 +66,6 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         super().__init__(**kwargs)
         self._match_policy = match_policy or NormalizedMatch()
         self._speculation_timeout = speculation_timeout
-        self._segments: list[str] = []
-        """This turn's final transcripts, as the user aggregator will join them."""
         self._speculation: UserTurnSpeculation | None = None
         self._withdrawn: str | None = None
         """Words whose speculation the LLM withdrew (it wanted a tool): not tried again."""
@@ -87,8 +84,6 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             Always ``CONTINUE``, so later stop strategies are evaluated.
         """
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            # Before the parent sees it: the turn may end on this very transcript.
-            self._segments.append(frame.text.strip())
             self._heard_since_speech = True
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._heard_since_speech = False
@@ -129,7 +124,6 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     async def _reset(self):
         """Clear the turn's state at both turn boundaries, withdrawing what is unresolved."""
         await self._withdraw("the turn ended another way")
-        self._segments = []
         self._withdrawn = None
         await super()._reset()
 
@@ -139,9 +133,6 @@ class SpeculativeTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         await super().cleanup()
 
     # -- speculation ------------------------------------------------------------------------
-
-    def _turn_text(self) -> str:
-        return " ".join(self._segments)
 
     async def _maybe_speculate(self) -> None:
         """Speculate once the caller stopped, smart-turn said unfinished and the words of the
