@@ -16,6 +16,7 @@ from their summaries.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +128,11 @@ def _cutoff(data: dict[str, Any]) -> list[dict[str, str]]:
     systems = data.get("summary", {}).get("systems", {})
     mindbot, bare = systems.get("mindbot", {}), systems.get("bare", {})
     pauses = "/".join(sorted(mindbot.get("by_pause", {}), key=float))
+    chosen = re.search(r"--sentences[= ](\S+)", data.get("command", ""))
+    sentences = f", {chosen.group(1)} sentences" if chosen and chosen.group(1) != "tuning" else ""
     return [
         {
-            "measure": f"false cut-offs, {pauses} s pauses{_overrides(data)}",
+            "measure": f"false cut-offs, {pauses} s pauses{sentences}{_overrides(data)}",
             "mindbot": _pct(mindbot.get("rate")),
             "bare": _pct(bare.get("rate")),
             "target": "≤ bare",

@@ -40,7 +40,9 @@ ended: its first voiced audio, or a chat request at the LLM stand-in, before the
 second half. The rate, per system and per pause length, is the behaviour guard for every
 latency optimization of the end of turn (VAD stop time, smart-turn): rerun it with MindBot's
 audio settings changed (``--set vad_stop_secs=0.1``) and compare with bare Pipecat, which keeps
-Pipecat's defaults (Silero VAD, smart-turn v3).
+Pipecat's defaults (Silero VAD, smart-turn v3). ``--sentences held-out`` says
+``HELD_OUT_PAUSED_UTTERANCES`` instead, sentences written after the end-of-turn text check
+(``mindbot.turn_text``) was tuned on the first set.
 
 Profiles: ``cloud``, the Deepgram and Cartesia stand-ins of ``mindbot.bench.cloud_profile``
 with the providers' published latencies injected (Deepgram is handed the words the caller

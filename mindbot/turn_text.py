@@ -59,6 +59,9 @@ MAX_WORDS = 48
 """Only the turn's last words are read: enough for the sentence being finished, and the
 check's cost stays bounded on a long monologue."""
 
+MAX_TOKENS = 160
+"""...and at most this many of their tokens (the model's context here is 256)."""
+
 _END_PIECES = {".", "?", "!", "..", "...", '."', '?"', '!"', "?!"}
 _TRAILING = re.compile(r"[\s.,;:!?…\-]+$")
 
@@ -143,7 +146,9 @@ class TurnTextModel:
             if cached is not None:
                 self._cache.move_to_end(words)
                 return cached
-            tokens = self._prefix + self._llm.tokenize(words.encode(), add_bos=False, special=False)
+            # The last tokens only: one "word" can be any length.
+            words_tokens = self._llm.tokenize(words.encode(), add_bos=False, special=False)
+            tokens = self._prefix + words_tokens[-MAX_TOKENS:]
             self._llm.reset()
             self._llm.eval(tokens)
             # Only the last position's logits are computed (logits_all is off).
@@ -256,7 +261,12 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         if self._text_model is None or not _is_english(frame.language):
             self._verdict = TextVerdict.UNSURE
             return
-        p_end = await self._text_model.p_end(self._turn_text())
+        try:
+            p_end = await self._text_model.p_end(self._turn_text())
+        except Exception as exc:  # the check is advisory: smart-turn decides without it
+            logger.warning(f"{self}: end-of-turn text check failed ({type(exc).__name__}: {exc})")
+            self._verdict = TextVerdict.UNSURE
+            return
         self._verdict = verdict_for(p_end)
         logger.debug(f"{self}: end-of-sentence probability {p_end:.4f} ({self._verdict.value})")
 

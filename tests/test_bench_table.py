@@ -52,6 +52,15 @@ def test_the_table_holds_each_runs_figures_and_where_they_came_from(tmp_path):
             }
         )
     )
+    (runs / "cutoff-heldout.json").write_text(
+        json.dumps(
+            {
+                "bench": "cutoff",
+                "command": "mindbot bench cutoff --sentences held-out",
+                "summary": {"systems": cutoff},
+            }
+        )
+    )
     (runs / "broken.json").write_text("{not json")
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text(f"# Benchmarks\n\nintro\n\n{START}\nold figures\n{END}\n\n## Details\n")
@@ -68,6 +77,7 @@ def test_the_table_holds_each_runs_figures_and_where_they_came_from(tmp_path):
     assert "`mindbot bench latency --profile cloud --calls 8`, 2026-11-24 10:00:00 UTC" in text
     row = "| false cut-offs, 1/2 s pauses (smart_turn_stop_secs=1.5) | 83% | 67% | ≤ bare |"
     assert row in text
+    assert "| false cut-offs, 1/2 s pauses, held-out sentences | 83% | 67% |" in text
     assert "broken.json" not in text and "Machine: 2 cores." in text
     run_table(runs, doc, lambda: "2 cores")
     assert doc.read_text() == text  # regenerating the same runs changes nothing

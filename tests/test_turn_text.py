@@ -58,6 +58,9 @@ def test_a_long_monologue_is_read_by_its_last_words(model: TurnTextModel):
     long = " ".join(["I went to the shops and bought some bread"] * 30) + " and then the"
     assert len(normalize(long).split()) == 48
     assert model.p_end_now(long) < UNFINISHED_BELOW
+    # One endless "word" (a transcript gone wrong) fits the model's context too.
+    assert 0.0 <= model.p_end_now("a" * 5000 + " " + "x\u200b" * 2000) <= 1.0
+    assert 0.0 <= model.p_end_now("🙂" * 400) <= 1.0
 
 
 async def test_checks_run_off_the_event_loop_and_agree_with_blocking_ones(model: TurnTextModel):
@@ -150,3 +153,10 @@ async def test_a_finished_sentence_smart_turn_calls_unfinished_is_answered_witho
     print(turns, f"answered {answered_after:.2f} s after the sentence")
     assert len(turns) == 1 and "Chicago" in turns[0], turns
     assert 0 < answered_after < 5.0
+
+
+def test_a_bad_model_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ValueError):
+        TurnTextModel(bad)
