@@ -155,8 +155,8 @@ class SharedModels:
         self.silero_session()
         if smart_turn:
             self.smart_turn_session()
-            if text_turn_check:
-                self.turn_text_model()
+            if text_turn_check and (model := self.turn_text_model()) is not None:
+                model.p_end_now("Hello there")  # llama.cpp sizes its buffers on first use
 
 
 class ServiceFactory:
