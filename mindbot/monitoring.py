@@ -252,6 +252,14 @@ class SessionMetrics:
         self.commands = Counter(
             "mindbot_voice_commands", "Voice commands carried out.", ["action"], registry=r
         )
+        self.overruled = Counter(
+            "mindbot_end_of_turn_overruled",
+            "Smart-turn's end of turn overruled by the caller's words (mindbot.turn_text): "
+            "held (a half-sentence held open), hold_expired (the caller had stopped after all), "
+            "ended (a finished sentence answered without smart-turn's wait).",
+            ["decision"],
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "mindbot_event_loop_lag_seconds",
             "How late the server's event loop woke a timer (LoopLagProbe).",
@@ -315,6 +323,10 @@ class SessionMetrics:
     def on_command(self, call: Call, action: str) -> None:
         """Count the voice command."""
         self.commands.labels(self._action(action)).inc()
+
+    def on_end_of_turn_overruled(self, call: Call, decision: str) -> None:
+        """Count the text check's decision against smart-turn."""
+        self.overruled.labels(decision).inc()
 
 
 # --- Tracing ------------------------------------------------------------------------------------

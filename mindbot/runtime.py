@@ -58,6 +58,7 @@ from mindbot.session import (
 )
 from mindbot.storage import AsyncStorageWriter, SQLiteStorage
 from mindbot.tools import ToolContext, ToolRegistry, ToolSession
+from mindbot.turn_text import TextCheckedTurnStopStrategy
 from mindbot.vocabulary import build_vocabulary
 from mindbot.voice_commands import COMMANDS_DIR, CommandSet, available_languages, load_commands
 from mindbot.voices import (
@@ -365,6 +366,13 @@ class MindBot:
             user_params=params,
             assistant_params=self.services.assistant_params(),
         )
+        strategies = params.user_turn_strategies
+        for strategy in (strategies.stop if strategies else None) or []:
+            if isinstance(strategy, TextCheckedTurnStopStrategy):
+
+                @strategy.event_handler("on_turn_end_overruled")
+                async def _overruled(_strategy, decision):
+                    self._notify("on_end_of_turn_overruled", call, decision)
 
         @user.event_handler("on_user_turn_stopped")
         async def _user_turn(_aggregator, _strategy, message):

@@ -187,6 +187,10 @@ class SessionListener(Protocol):
     def on_command(self, call: Call, action: str) -> None:
         """A voice command was carried out without the LLM (``stop``, ``repeat``, ...)."""
 
+    def on_end_of_turn_overruled(self, call: Call, decision: str) -> None:
+        """The end-of-turn text check overruled smart-turn (``mindbot.turn_text``): ``held``,
+        ``hold_expired`` or ``ended``."""
+
     def on_usage(self, call: Call, usage: UsageReport) -> None:
         """A service reported what one request used (tokens, characters, audio seconds)."""
 

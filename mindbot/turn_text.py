@@ -223,6 +223,11 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
 
     Without a model (``text_model=None``) it is Pipecat's strategy unchanged.
 
+    Event ``on_turn_end_overruled(strategy, decision)``, once per decision: ``held`` (a turn
+    smart-turn called complete is held open), ``hold_expired`` (a held turn ended at the silence
+    limit: the caller had stopped after all), ``ended`` (a turn smart-turn called unfinished
+    ended on its words).
+
     Args:
         text_model: The shared ``TurnTextModel``, or None.
         **kwargs: Passed to ``TurnAnalyzerUserTurnStopStrategy`` (``turn_analyzer``, ...).
@@ -238,6 +243,12 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._hold_task: asyncio.Task | None = None
         self._at_silence_limit = False
         """True while the turn ends on the silence limit: no check overrules that."""
+        self._ended_early = False
+        """Whether this turn's early end was already reported (the trigger can run twice)."""
+        self._verdict_text = ""
+        self._held_text = ""
+        """The words a hold was reported for: a later stop on the same words is the same hold."""
+        self._register_event_handler("on_turn_end_overruled")
 
     def _turn_text(self) -> str:
         return " ".join(self._segments)
@@ -268,6 +279,7 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             self._verdict = TextVerdict.UNSURE
             return
         self._verdict = verdict_for(p_end)
+        self._verdict_text = self._turn_text()
         logger.debug(f"{self}: end-of-sentence probability {p_end:.4f} ({self._verdict.value})")
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
@@ -299,9 +311,15 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         runs (``_turn_complete`` keeps smart-turn's own verdict otherwise)."""
         smart_turn_says = self._turn_complete
         complete = self._checked_verdict(smart_turn_says)
+        if self._hold_task is not None and self._held_text != self._verdict_text:
+            self._held_text = self._verdict_text
+            await self._call_event_handler("on_turn_end_overruled", "held")
         if complete == smart_turn_says:
             await super()._maybe_trigger_user_turn_stopped()
             return
+        if complete and not self._ended_early:
+            self._ended_early = True
+            await self._call_event_handler("on_turn_end_overruled", "ended")
         self._turn_complete = complete
         try:
             await super()._maybe_trigger_user_turn_stopped()
@@ -335,6 +353,7 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         limit = self._turn_analyzer.params.stop_secs
         await asyncio.sleep(max(0.0, self._speech_ended_at + limit - time.time()))
         self._hold_task = None
+        await self._call_event_handler("on_turn_end_overruled", "hold_expired")
         self._at_silence_limit = True
         try:
             await self._maybe_trigger_user_turn_stopped()
@@ -354,6 +373,8 @@ class TextCheckedTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     async def _reset(self):
         self._segments = []
         self._verdict = TextVerdict.UNSURE
+        self._verdict_text = self._held_text = ""
+        self._ended_early = False
         await super()._reset()
 
     async def cleanup(self):

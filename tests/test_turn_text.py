@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mindbot.callsim import RATE, PhoneCall
 from mindbot.harness import serve, ws_url
@@ -88,11 +90,21 @@ def user_turns(requests: list[dict]) -> list[str]:
     ]
 
 
+def overruled(metrics: str) -> dict[str, float]:
+    """``mindbot_end_of_turn_overruled_total`` by decision, from a /metrics scrape."""
+    found = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "mindbot_end_of_turn_overruled_total":
+                found[sample.labels["decision"]] = sample.value
+    return found
+
+
 async def place_call(cloud_services, voice_cache, index: int, pause: float, **audio):
     """Say sentence ``index`` of ``PAUSED_UTTERANCES`` with ``pause`` s of silence in it.
 
-    Returns the LLM's requests after the greeting and the seconds from the end of the sentence
-    to the bot's answer.
+    Returns the LLM's requests after the greeting, the seconds from the end of the sentence
+    to the bot's answer, and the server's count of the text check's decisions.
     """
     first_text, second_text = PAUSED_UTTERANCES[index]
     first, second = await asyncio.gather(
@@ -100,7 +112,9 @@ async def place_call(cloud_services, voice_cache, index: int, pause: float, **au
     )
     speech = paused_speech(index, first, second, pause)
     cloud_services.deepgram.add_transcripts(first_text, second_text)
-    bot = await asyncio.to_thread(cloud_services.bot, memory=False, audio=audio)
+    bot = await asyncio.to_thread(
+        cloud_services.bot, memory=False, audio=audio, monitoring={"metrics_public": True}
+    )
     try:
         async with serve(bot, run) as url:
             async with PhoneCall(ws_url(url), from_number="+15550002222") as call:
@@ -109,7 +123,9 @@ async def place_call(cloud_services, voice_cache, index: int, pause: float, **au
                 ended = await call.say(speech.pcm, RATE)
                 answer = await call.wait_for_bot_speech(after=ended, quiet=0, timeout=20)
                 await asyncio.sleep(0.3)
-        return cloud_services.llm.requests[greeted:], answer.start - ended
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"{url}/metrics")).text
+        return cloud_services.llm.requests[greeted:], answer.start - ended, overruled(metrics)
     finally:
         await asyncio.to_thread(bot.stop)
 
@@ -119,20 +135,38 @@ async def test_a_half_sentence_smart_turn_calls_complete_is_held(
     cloud_services, voice_cache, pause
 ):
     # "I would like to book a table for ... four people tomorrow evening".
-    requests, answered_after = await place_call(cloud_services, voice_cache, 0, pause)
+    requests, answered_after, decisions = await place_call(cloud_services, voice_cache, 0, pause)
     turns = user_turns(requests)
-    print(turns, f"answered {answered_after:.2f} s after the sentence")
+    print(turns, f"answered {answered_after:.2f} s after the sentence", decisions)
     assert len(turns) == 1 and "four people" in turns[0], turns
     assert "book a table" in turns[0]
     assert answered_after > 0
+    # Operators see it: one pause held, and the caller did go on.
+    assert decisions.get("held") == 1 and not decisions.get("hold_expired"), decisions
+
+
+async def test_a_caller_who_stops_at_a_half_sentence_is_answered_after_the_silence_limit(
+    cloud_services, voice_cache
+):
+    # The same half-sentence, then 5 s of silence: the hold runs out at smart-turn's 3 s
+    # limit and the half is answered as it stands; the rest is a turn of its own.
+    requests, _, decisions = await place_call(cloud_services, voice_cache, 0, 5.0)
+    turns = user_turns(requests)
+    print(turns, decisions)
+    assert turns[0] == "I would like to book a table for", turns
+    assert "four people" in turns[-1]
+    assert decisions.get("held") == 1 and decisions.get("hold_expired") == 1, decisions
 
 
 async def test_without_the_check_smart_turn_cuts_that_caller_off(cloud_services, voice_cache):
     # The behaviour the check exists for: smart-turn v3 alone calls the first half complete.
-    requests, _ = await place_call(cloud_services, voice_cache, 0, 1.0, text_turn_check=False)
+    requests, _, decisions = await place_call(
+        cloud_services, voice_cache, 0, 1.0, text_turn_check=False
+    )
     turns = user_turns(requests)
     print(turns)
     assert "four people" not in turns[0], turns
+    assert decisions == {}
 
 
 async def test_a_finished_sentence_smart_turn_calls_unfinished_is_answered_without_the_wait(
@@ -141,7 +175,7 @@ async def test_a_finished_sentence_smart_turn_calls_unfinished_is_answered_witho
     # "What is the weather going to be like in ... Chicago this weekend": smart-turn v3 calls
     # the whole sentence unfinished (mindbot bench cutoff measured 3.3 s waits). With its
     # silence limit at 10 s, an answer within 5 s can only come from the words' verdict.
-    requests, answered_after = await place_call(
+    requests, answered_after, decisions = await place_call(
         cloud_services,
         voice_cache,
         2,
@@ -150,9 +184,10 @@ async def test_a_finished_sentence_smart_turn_calls_unfinished_is_answered_witho
         user_turn_stop_timeout=20.0,
     )
     turns = user_turns(requests)
-    print(turns, f"answered {answered_after:.2f} s after the sentence")
+    print(turns, f"answered {answered_after:.2f} s after the sentence", decisions)
     assert len(turns) == 1 and "Chicago" in turns[0], turns
     assert 0 < answered_after < 5.0
+    assert decisions.get("ended") == 1, decisions
 
 
 def test_a_bad_model_file_is_a_clear_error(tmp_path):
