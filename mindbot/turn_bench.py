@@ -123,8 +123,8 @@ HELD_OUT_PAUSED_UTTERANCES: list[tuple[str, str]] = [
 ]
 """More paused sentences, written after the end-of-turn text check's thresholds were set on
 ``PAUSED_UTTERANCES`` (``mindbot.turn_text``), so its cut-off rate on these is a held-out
-figure. Two first halves read as finished sentences ("Remind me to water the plants"), where
-no text check can tell a pause from an end."""
+figure. One first half is a finished sentence ("Remind me to water the plants"), where no
+text check can tell a pause from an end."""
 
 SENTENCE_SETS = {
     "tuning": PAUSED_UTTERANCES,
