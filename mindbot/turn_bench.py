@@ -769,7 +769,7 @@ async def run_cutoff_bench(
         for first, second in SENTENCE_SETS[sentences][:utterances]
     ]
     halves = [(await _speech(a, cache_dir), await _speech(b, cache_dir)) for a, b in chosen]
-    sentences = [
+    paused = [
         paused_speech(i, first, second, pause)
         for pause in pauses
         for i, (first, second) in enumerate(halves)
@@ -782,11 +782,11 @@ async def run_cutoff_bench(
         )
 
         async def call(url: str, n: int) -> CutOff:
-            speech = sentences[max(0, n - warmup_calls)]
+            speech = paused[max(0, n - warmup_calls)]
             systems.expect(list(chosen[speech.index]))
             return await _cutoff_call(url, speech, systems.llm, n)
 
-        async for system, outcome in systems.alternate(len(sentences), warmup_calls, call):
+        async for system, outcome in systems.alternate(len(paused), warmup_calls, call):
             if isinstance(outcome, Exception):
                 result.failures.append({"system": system, "why": str(outcome)})
                 continue
