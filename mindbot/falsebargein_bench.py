@@ -14,7 +14,10 @@ defaults, which MindBot's defaults equal). Judged from the call's two-channel re
 the onset of the sound (its first audible 10 ms as the caller sent it):
 
 - a false barge-in is a Twilio ``clear`` after the onset, or the bot's audio stopping within
-  ``STOP_WINDOW_SECS`` of it (the scripted answer is far longer than the call);
+  ``STOP_WINDOW_SECS`` of it for good (the scripted answer is far longer than the call);
+- a pause is the bot's audio stopping and going on within ``RESUME_WINDOW_SECS``, with no
+  clear between: MindBot's barge-in pause (``mindbot.barge_in``) on a false alarm, counted
+  apart (what it costs the caller is a gap in the bot's speech, not its answer);
 - a turn is a chat request reaching the LLM after the onset: the bot took the sound for words.
 
 The sounds are synthesized with numpy from fixed seeds (the television is the Piper voice,
@@ -70,6 +73,9 @@ if TYPE_CHECKING:
 
 STOP_WINDOW_SECS = 1.0
 """Bot audio ending this soon after the sound's onset was cut off by it."""
+
+RESUME_WINDOW_SECS = 2.0
+"""Bot audio starting again this soon after it stopped, with no clear, went on: a pause."""
 
 ONSET_RMS = 30.0
 """RMS (16-bit scale, about -61 dBFS) of the first 10 ms window that counts as the sound's
@@ -303,13 +309,17 @@ class SoundOutcome:
     system: str
     sound: str
     interrupted: bool
-    """A false barge-in: a ``clear``, or the bot's audio stopping within ``STOP_WINDOW_SECS``."""
+    """A false barge-in: a ``clear``, or the bot's audio stopping within ``STOP_WINDOW_SECS``
+    and not going on."""
     clear: float | None
     """The first ``clear`` after the onset (``None``: none)."""
     audio_end: float
     """The end of the stretch of bot speech going on at the onset."""
     llm_request: float | None
     """The first chat request after the onset (``None``: none, the sound was not a turn)."""
+    pause: float | None = None
+    """How long the bot's audio stopped before it went on without a clear (``None``: it did
+    not stop, or stopped for good)."""
 
     @property
     def turn(self) -> bool:
@@ -342,6 +352,7 @@ def judge_sound(
             at its onset.
     """
     from mindbot.command_bench import QUIET_GAP, _speech_end
+    from mindbot.turn_bench import _first_voiced
 
     caller, bot = _channels(recording)
     start = max(0, int(after * RATE))
@@ -356,13 +367,23 @@ def judge_sound(
     # Only a silence the recording goes on past is a stop; audio running to the hang-up is not.
     stopped = audio_end - onset < STOP_WINDOW_SECS and audio_end + QUIET_GAP <= len(bot) / RATE
     request = min((at for at in llm_requests if at >= onset), default=None)
+    pause = None
+    if stopped and clear is None:
+        # The bot going on with its answer, before any new one was asked for, was a pause.
+        again = _first_voiced(bot, audio_end)
+        limit = audio_end + RESUME_WINDOW_SECS
+        if request is not None:
+            limit = min(limit, request)
+        if again is not None and again <= limit:
+            pause = round(again - audio_end, 3)
     return SoundOutcome(
         system=system,
         sound=sound,
-        interrupted=clear is not None or stopped,
+        interrupted=clear is not None or (stopped and pause is None),
         clear=None if clear is None else round(clear - onset, 3),
         audio_end=round(audio_end - onset, 3),
         llm_request=None if request is None else round(request - onset, 3),
+        pause=pause,
     )
 
 
@@ -441,6 +462,7 @@ def _counts(outcomes: list[SoundOutcome]) -> dict[str, Any]:
         "calls": len(outcomes),
         "interrupted": interrupted,
         "rate": round(interrupted / len(outcomes), 3) if outcomes else None,
+        "paused": sum(o.pause is not None for o in outcomes),
     }
 
 
@@ -469,6 +491,10 @@ def format_falsebargein_summary(summary: dict[str, Any]) -> str:
     lines.append(f"{'all':20s}{_cell(m):>16s}{_cell(b):>16s}")
     lines.append(
         f"taken as a turn (an LLM request after the sound): MindBot {m['turns']}, bare {b['turns']}"
+    )
+    lines.append(
+        "paused and went on (no clear; a gap in the bot's speech): "
+        f"MindBot {m.get('paused', 0)}, bare {b.get('paused', 0)}"
     )
     if m["failures"] or b["failures"]:
         lines.append(f"calls not judged: MindBot {m['failures']}, bare {b['failures']}")
@@ -590,7 +616,12 @@ def _outcome_line(o: SoundOutcome) -> str:
     def s(value: float | None) -> str:
         return "-" if value is None else f"{value:+.2f} s"
 
-    verdict = "INTERRUPTED" if o.interrupted else "kept talking"
+    if o.interrupted:
+        verdict = "INTERRUPTED"
+    elif o.pause is not None:
+        verdict = f"paused {o.pause:.2f} s, went on"
+    else:
+        verdict = "kept talking"
     return (
         f"{o.system:8s} {o.sound:14s} {verdict} (clear {s(o.clear)}, bot audio ended "
         f"{s(o.audio_end)}, LLM request {s(o.llm_request)} from the onset)"

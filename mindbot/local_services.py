@@ -10,18 +10,22 @@ Runtime sessions are safe to use from several threads at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.types import NOT_GIVEN, NotGiven
+
+from mindbot.barge_in import SpeechOnset
 
 
 class GreedyWhisper:
@@ -187,6 +191,29 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._model = model
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        self._onset: SpeechOnset | None = None
+        self._onset_listener: Callable[[bool], None] | None = None
+
+    def listen_for_onset(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener`` after each analyzed frame with whether the caller's last few
+        windows sounded like a voice (``mindbot.barge_in.SpeechOnset``), long before the VAD
+        declares speech: the barge-in pause's input."""
+        self._onset = SpeechOnset()
+        self._onset_listener = listener
+
+    def voice_confidence(self, buffer) -> float:
+        """Silero's confidence for one window, also fed to the onset detector, if any."""
+        confidence = super().voice_confidence(buffer)
+        if self._onset is not None:
+            self._onset.update(float(np.ravel(confidence)[0]), buffer)
+        return confidence
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        """Pipecat's analysis; then the onset listener hears what the windows sounded like."""
+        state = await super().analyze_audio(buffer)
+        if self._onset is not None and self._onset_listener is not None:
+            self._onset_listener(self._onset.voice)
+        return state
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):

@@ -260,6 +260,15 @@ class SessionMetrics:
             ["decision"],
             registry=r,
         )
+        self.barge_in_pauses = Counter(
+            "mindbot_barge_in_pauses",
+            "Times the bot's audio was held because the caller may have been talking over it "
+            "(mindbot.barge_in), by how the pause ended: interrupted (the caller's turn "
+            "started), resumed (they were quiet again: a false alarm, the bot went on), expired "
+            "(a voice the VAD never took for the caller's).",
+            ["outcome"],
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "mindbot_event_loop_lag_seconds",
             "How late the server's event loop woke a timer (LoopLagProbe).",
@@ -327,6 +336,10 @@ class SessionMetrics:
     def on_end_of_turn_overruled(self, call: Call, decision: str) -> None:
         """Count the text check's decision against smart-turn."""
         self.overruled.labels(decision).inc()
+
+    def on_barge_in_pause(self, call: Call, outcome: str) -> None:
+        """Count how a barge-in pause ended."""
+        self.barge_in_pauses.labels(outcome).inc()
 
 
 # --- Tracing ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
     LLMContextAggregatorPair,
     LLMUserAggregator,
+    LLMUserAggregatorParams,
 )
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
@@ -39,6 +40,7 @@ from pipecat.turns.user_mute import BaseUserMuteStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 from pipecat.workers.runner import WorkerRunner
 
+from mindbot.barge_in import BargeInPause
 from mindbot.clients import http_client
 from mindbot.config import Providers, Settings
 from mindbot.errors import ConfigError
@@ -194,6 +196,7 @@ class MindBot:
         self._writer: AsyncStorageWriter | None = None
         self._active: dict[str, Call] = {}
         self._voice_controls: dict[str, VoiceControl] = {}
+        self._barge_in_pauses: dict[str, BargeInPause] = {}
         self._closers: dict[str, list[Callable[[], Awaitable[None]]]] = {}
         self._embedder = None
         self._knowledge: dict[str, KnowledgeBase] = {}
@@ -366,6 +369,7 @@ class MindBot:
             user_params=params,
             assistant_params=self.services.assistant_params(),
         )
+        self._connect_barge_in_pause(params, call, wake_phrases=wake_phrases)
         strategies = params.user_turn_strategies
         for strategy in (strategies.stop if strategies else None) or []:
             if isinstance(strategy, TextCheckedTurnStopStrategy):
@@ -389,6 +393,23 @@ class MindBot:
             self._report_turn(call, turn)
 
         return user, assistant
+
+    def _connect_barge_in_pause(
+        self, params: LLMUserAggregatorParams, call: Call, *, wake_phrases: Sequence[str]
+    ) -> None:
+        """Feed the session's VAD to its transport's barge-in pause (``mindbot.barge_in``).
+
+        Only where a caller's speech interrupts the bot at once: with ``audio.barge_in``
+        ``always`` and no wake phrase (the deployment's, or the caller's own).
+        """
+        from mindbot.local_services import SharedSileroVADAnalyzer
+
+        pause = self._barge_in_pauses.get(call.session_id)
+        audio = self.settings.audio
+        if pause is None or audio.barge_in != "always" or audio.wake_phrases or wake_phrases:
+            return
+        if isinstance(params.vad_analyzer, SharedSileroVADAnalyzer):
+            params.vad_analyzer.listen_for_onset(pause.heard)
 
     def output_rate(self, call: Call) -> int:
         """The pipeline's output sample rate: 8 kHz on a phone line, else ``audio``'s."""
@@ -514,6 +535,10 @@ class MindBot:
             user = await asyncio.to_thread(self.storage.user_for_identity, *call.identity)
             call.stored_user_id = user.id
         self._active[call.session_id] = call
+        pause = getattr(transport, "barge_in_pause", None)
+        if isinstance(pause, BargeInPause):
+            self._barge_in_pauses[call.session_id] = pause
+            pause.on_outcome = lambda outcome: self._notify("on_barge_in_pause", call, outcome)
         started = time.monotonic()
         logger.info(f"{call}: started")
         self._notify("on_session_started", call)
@@ -529,6 +554,7 @@ class MindBot:
         finally:
             self._active.pop(call.session_id, None)
             self._voice_controls.pop(call.session_id, None)
+            self._barge_in_pauses.pop(call.session_id, None)
             for close in self._closers.pop(call.session_id, []):
                 try:
                     await close()

@@ -191,6 +191,10 @@ class SessionListener(Protocol):
         """The end-of-turn text check overruled smart-turn (``mindbot.turn_text``): ``held``,
         ``hold_expired`` or ``ended``."""
 
+    def on_barge_in_pause(self, call: Call, outcome: str) -> None:
+        """A barge-in pause ended (``mindbot.barge_in``): ``interrupted``, ``resumed`` or
+        ``expired``."""
+
     def on_usage(self, call: Call, usage: UsageReport) -> None:
         """A service reported what one request used (tokens, characters, audio seconds)."""
 

@@ -1,7 +1,8 @@
 """Building the transports MindBot speaks: Twilio Media Streams, SmallWebRTC and Daily.
 
 Each transport gets the ``audio`` settings' input noise filter (a fresh one per session: a
-filter holds one stream's state) and output volume.
+filter holds one stream's state) and output volume. A phone call's transport also holds the
+bot's audio while the caller may be talking over it (``mindbot.barge_in``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,24 @@ import numpy as np
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
-from pipecat.frames.frames import FilterControlFrame, Frame
+from pipecat.frames.frames import (
+    FilterControlFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import BaseTransport, TransportParams
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
 
 from mindbot.audio_settings import AudioSettings
+from mindbot.barge_in import BargeInPause
 from mindbot.config import Settings
 from mindbot.errors import ProtocolError
 from mindbot.session import Call
@@ -187,12 +199,58 @@ async def accept_twilio_call(websocket: WebSocket) -> Call | None:
     return call
 
 
+class PausableWebsocketOutputTransport(FastAPIWebsocketOutputTransport):
+    """Pipecat's websocket output, holding the bot's audio while ``pause`` says so.
+
+    The output sends each chunk in real time, so a held chunk silences the caller's side within
+    one chunk (40 ms); an interruption drops it with the queued audio.
+    """
+
+    def __init__(self, pause: BargeInPause, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pause = pause
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        """Write a chunk once the pause lets it through; a dropped chunk is not written."""
+        if not await self._pause.admit(frame):
+            return False
+        return await super().write_audio_frame(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Pipecat's handling; after an interruption has emptied the queue, the pause drops
+        the chunk it holds."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            self._pause.interrupted()
+
+
+class PausableWebsocketTransport(FastAPIWebsocketTransport):
+    """Pipecat's FastAPI websocket transport whose output holds the bot's audio on a barge-in
+    pause (``mindbot.barge_in``).
+
+    Args:
+        websocket: The accepted websocket.
+        params: The transport's parameters.
+        pause: The session's pause, also fed by its VAD (``MindBot.context_aggregators``).
+    """
+
+    def __init__(
+        self, websocket: WebSocket, params: FastAPIWebsocketParams, *, pause: BargeInPause
+    ):
+        super().__init__(websocket, params=params)
+        self.barge_in_pause = pause
+        self._output = PausableWebsocketOutputTransport(
+            pause, self, self._client, self._params, name=self._output_name
+        )
+
+
 def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> BaseTransport:
     """A Twilio Media Streams transport over an accepted websocket.
 
     The caller hears 8 kHz mu-law; the pipeline input runs at 16 kHz for Whisper. With Twilio
     credentials the bot hangs up through Twilio's REST API when the session ends; without, it
-    closes the websocket cleanly.
+    closes the websocket cleanly. With ``audio.barge_in_pause`` the transport is a
+    ``PausableWebsocketTransport``.
     """
     hang_up = settings.twilio_can_hang_up
     serializer = GuardedTwilioSerializer(
@@ -208,17 +266,17 @@ def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> Ba
         params=TwilioFrameSerializer.InputParams(auto_hang_up=hang_up),
         max_message_bytes=settings.max_ws_message_bytes,
     )
-    return FastAPIWebsocketTransport(
-        websocket,
-        params=FastAPIWebsocketParams(
-            audio_in_enabled=True,
-            audio_out_enabled=True,
-            add_wav_header=False,
-            serializer=serializer,
-            audio_in_filter=audio_in_filter(settings.audio),
-            audio_out_volume=settings.audio.output_volume,
-        ),
+    params = FastAPIWebsocketParams(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        add_wav_header=False,
+        serializer=serializer,
+        audio_in_filter=audio_in_filter(settings.audio),
+        audio_out_volume=settings.audio.output_volume,
     )
+    if settings.audio.barge_in_pause:
+        return PausableWebsocketTransport(websocket, params, pause=BargeInPause())
+    return FastAPIWebsocketTransport(websocket, params=params)
 
 
 def webrtc_transport(connection, audio: AudioSettings | None = None) -> BaseTransport:

@@ -12,9 +12,11 @@ of the interruption as the caller sent it:
 
 - ``clear``: the Twilio ``clear`` message (Twilio drops the bot audio it holds);
 - ``audio``: the end of the last voiced bot audio that reached the caller;
-- ``silent``: when the caller stops hearing the bot, the later of the two (audio ending within
-  one chunk, ``CHUNK_SECS``, of the clear arrived before it and was dropped with Twilio's
-  buffer), as in ``mindbot bench commands``. The issue's target: within 0.25 s.
+- ``silent``: when the caller stops hearing the bot: the end of its audio if that came
+  first (MindBot's barge-in pause, ``mindbot.barge_in``: the transport paces its audio in real
+  time, so Twilio holds no more than what arrived), else the clear (audio ending within one
+  chunk, ``CHUNK_SECS``, of the clear arrived before it and was dropped with Twilio's buffer),
+  or the audio's end if audio still came after the clear. The issue's target: within 0.25 s.
 
 What bounds the figure, in both systems:
 
@@ -395,6 +397,10 @@ def measure_bargein(
     clear = min((at for at in clears if at >= after), default=None)
     if clear is None:
         silent = None
+    elif audio_end <= clear:
+        # The bot stopped sending before the clear (MindBot's barge-in pause): the transport
+        # paces its audio in real time, so what had arrived was all Twilio had to play.
+        silent = audio_end
     else:
         # A chunk that arrived before the clear ends up to CHUNK_SECS after it, plus one
         # 10 ms window of the measurement's own rounding; the clear dropped it from Twilio's

@@ -92,6 +92,19 @@ def test_a_bot_talking_on_through_the_sound_was_not_interrupted():
     assert not judge_sound(ends_with_call, [], [], after=1.0).interrupted
 
 
+def test_a_bot_that_stops_and_goes_on_without_a_clear_paused_and_was_not_interrupted():
+    paused = call_recording(6.0, caller=[QUESTION, SOUND], bot=[(1.0, 3.2), (3.8, 6.0)])
+    o = judge_sound(paused, [], [0.9], after=1.0)
+    assert not o.interrupted and o.pause == pytest.approx(0.6, abs=0.011)
+    # The same gap with a clear in it, or with a new answer asked for before the bot speaks
+    # again, or with the bot back only after RESUME_WINDOW_SECS, is an interruption.
+    assert judge_sound(paused, [3.3], [0.9], after=1.0).interrupted
+    o = judge_sound(paused, [], [0.9, 3.5], after=1.0)
+    assert o.interrupted and o.pause is None
+    late = call_recording(7.0, caller=[QUESTION, SOUND], bot=[(1.0, 3.2), (5.5, 7.0)])
+    assert judge_sound(late, [], [0.9], after=1.0).interrupted
+
+
 def test_a_quiet_sound_has_its_onset_where_it_becomes_audible():
     # A breath-level sound (RMS ~70, under the speech threshold but over ONSET_RMS).
     assert ONSET_RMS < 70 < SILENCE_RMS
@@ -198,8 +211,8 @@ def test_the_summary_counts_false_barge_ins_per_sound_and_compares_the_systems()
     assert (m["calls"], m["interrupted"], m["rate"], m["turns"]) == (4, 3, 0.75, 1)
     assert (b["calls"], b["interrupted"], b["rate"], b["failures"]) == (3, 1, 0.333, 1)
     assert m["by_sound"] == {
-        "cough": {"calls": 2, "interrupted": 1, "rate": 0.5},
-        "tv": {"calls": 2, "interrupted": 2, "rate": 1.0},
+        "cough": {"calls": 2, "interrupted": 1, "rate": 0.5, "paused": 0},
+        "tv": {"calls": 2, "interrupted": 2, "rate": 1.0, "paused": 0},
     }
     assert b["by_sound"]["cough"]["rate"] == 0.0
     assert summary["difference"] == pytest.approx(0.417, abs=0.001)
@@ -290,7 +303,8 @@ async def test_a_short_run_judges_one_sound_on_both_systems(voice_cache, tmp_pat
         assert o.sound == "throat_clear"
         # The bot was talking at the onset and its verdict follows from what was seen.
         assert o.audio_end > 0
-        assert o.interrupted == (o.clear is not None or o.audio_end < 1.0)
+        assert o.interrupted == (o.clear is not None or (o.audio_end < 1.0 and o.pause is None))
+        assert o.pause is None or (o.clear is None and 0 < o.pause < 2.0)
         assert o.clear is None or 0 <= o.clear < 2.0
     for system in ("mindbot", "bare"):
         assert summary["systems"][system]["calls"] == 1
