@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from pipecat.audio.resamplers.soxr_stream_resampler import SOXRStreamAudioResampler
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import OutputAudioRawFrame
+from prometheus_client.parser import text_string_to_metric_families
 
 from mindbot.audio import first_voiced_offset
 from mindbot.barge_in import MAX_PAUSE_SECS, RESUME_QUIET_SECS, SPEAKING_SECS, BargeInPause
+from mindbot.callsim import RATE, PhoneCall
 from mindbot.falsebargein_bench import (
     format_falsebargein_summary,
     load_sounds,
     run_falsebargein_bench,
 )
+from mindbot.harness import serve, ws_url
 from mindbot.local_services import SharedSileroVADAnalyzer
 from mindbot.turn_bench import INTERRUPTION, _speech
 from pipelines.assistant import run
@@ -212,3 +216,39 @@ async def test_with_the_pause_off_the_bot_talks_through_the_throat_clear(voice_c
     (mindbot,) = [o for o in result.outcomes if o.system == "mindbot"]
     assert result.audio_settings["barge_in_pause"] is False
     assert not mindbot.interrupted and mindbot.pause is None and mindbot.audio_end > 1.0
+
+
+async def test_the_servers_metrics_count_how_each_pause_ended(cloud_services, voice_cache):
+    from mindbot.command_bench import LONG_REPLY, QUESTION
+    from mindbot.standins import Text
+
+    (throat_clear,) = await load_sounds(["throat_clear"])
+    question = await _speech(QUESTION, voice_cache)
+    cloud_services.deepgram.add_transcripts(QUESTION)
+    bot = await asyncio.to_thread(
+        cloud_services.bot,
+        memory=False,
+        audio={"vad_start_secs": 0.6},
+        monitoring={"metrics_public": True},
+    )
+    try:
+        async with serve(bot, run) as url:
+            async with PhoneCall(ws_url(url), from_number="+15550003333") as call:
+                await call.wait_for_bot_speech(timeout=15)
+                cloud_services.llm.script(Text(LONG_REPLY))
+                ended = await call.say(question, RATE)
+                await call.wait_for_bot_speech(after=ended, quiet=0, timeout=20)
+                await asyncio.sleep(1.0)
+                await call.say(throat_clear.pcm, RATE)
+                await asyncio.sleep(1.5)
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"{url}/metrics")).text
+    finally:
+        await asyncio.to_thread(bot.stop)
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "mindbot_barge_in_pauses_total"
+    }
+    assert outcomes == {"resumed": 1.0}, outcomes
