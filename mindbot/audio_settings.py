@@ -104,10 +104,11 @@ class AudioSettings(BaseModel):
     )
     barge_in_pause: bool = Field(
         default=True,
-        description="On a phone call, stop sending the bot's audio the moment the caller may "
-        "be talking over it (two Silero windows that sound like a voice), then let the VAD "
-        "decide: a turn start interrupts the bot as before; otherwise it goes on from where it "
-        "stopped once the caller is quiet. Only with barge_in=always and no wake phrases.",
+        description="On a phone or WebRTC call, stop sending the bot's audio the moment the "
+        "caller may be talking over it (two Silero windows that sound like a voice), then let "
+        "the VAD decide: a turn start interrupts the bot as before; otherwise it goes on from "
+        "where it stopped once the caller is quiet. Only with barge_in=always and no wake "
+        "phrases.",
     )
     output_volume: float = Field(
         default=1.0,

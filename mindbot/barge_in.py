@@ -26,9 +26,9 @@ audio stops (the end of its answer).
 
 The Silero analyzer feeds ``BargeInPause.heard`` once per input frame; the transport calls
 ``admit`` before writing each chunk and ``interrupted`` after handling an
-``InterruptionFrame``. MindBot wires them for a phone call when ``audio.barge_in_pause`` is on
-and ``audio.barge_in`` is ``always`` (``mindbot.transports.twilio_transport`` and
-``MindBot.context_aggregators``).
+``InterruptionFrame``. MindBot wires them for phone (Twilio) and WebRTC calls when
+``audio.barge_in_pause`` is on and ``audio.barge_in`` is ``always``, with no wake phrase
+(``mindbot.transports`` and ``MindBot.context_aggregators``). Daily's transport has no pause.
 """
 
 from __future__ import annotations

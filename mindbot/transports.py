@@ -1,8 +1,9 @@
 """Building the transports MindBot speaks: Twilio Media Streams, SmallWebRTC and Daily.
 
 Each transport gets the ``audio`` settings' input noise filter (a fresh one per session: a
-filter holds one stream's state) and output volume. A phone call's transport also holds the
-bot's audio while the caller may be talking over it (``mindbot.barge_in``).
+filter holds one stream's state) and output volume. The phone and WebRTC transports also hold
+the bot's audio while the caller may be talking over it (``mindbot.barge_in``); Daily's does
+not (its output is not tested here).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import (
+    SmallWebRTCOutputTransport,
+    SmallWebRTCTransport,
+)
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
@@ -199,29 +205,36 @@ async def accept_twilio_call(websocket: WebSocket) -> Call | None:
     return call
 
 
-class PausableWebsocketOutputTransport(FastAPIWebsocketOutputTransport):
-    """Pipecat's websocket output, holding the bot's audio while ``pause`` says so.
+class PausingOutput:
+    """Mixed into a Pipecat output transport: holds the bot's audio while ``_pause`` says so.
 
-    The output sends each chunk in real time, so a held chunk silences the caller's side within
-    one chunk (40 ms); an interruption drops it with the queued audio.
+    For transports that pace their audio in real time (Pipecat's websocket output sends a
+    chunk, then waits its length; SmallWebRTC's track plays 10 ms at a time), so a held chunk
+    silences the other side within one chunk. An interruption drops it with the queued audio.
     """
 
-    def __init__(self, pause: BargeInPause, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pause = pause
+    _pause: BargeInPause
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """Write a chunk once the pause lets it through; a dropped chunk is not written."""
         if not await self._pause.admit(frame):
             return False
-        return await super().write_audio_frame(frame)
+        return await super().write_audio_frame(frame)  # type: ignore[misc]
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Pipecat's handling; after an interruption has emptied the queue, the pause drops
         the chunk it holds."""
-        await super().process_frame(frame, direction)
+        await super().process_frame(frame, direction)  # type: ignore[misc]
         if isinstance(frame, InterruptionFrame):
             self._pause.interrupted()
+
+
+class PausableWebsocketOutputTransport(PausingOutput, FastAPIWebsocketOutputTransport):
+    """Pipecat's websocket output with a barge-in pause."""
+
+    def __init__(self, pause: BargeInPause, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pause = pause
 
 
 class PausableWebsocketTransport(FastAPIWebsocketTransport):
@@ -242,6 +255,38 @@ class PausableWebsocketTransport(FastAPIWebsocketTransport):
         self._output = PausableWebsocketOutputTransport(
             pause, self, self._client, self._params, name=self._output_name
         )
+
+
+class PausableSmallWebRTCOutputTransport(PausingOutput, SmallWebRTCOutputTransport):
+    """Pipecat's SmallWebRTC output with a barge-in pause."""
+
+    def __init__(self, pause: BargeInPause, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pause = pause
+
+
+class PausableSmallWebRTCTransport(SmallWebRTCTransport):
+    """Pipecat's SmallWebRTC transport whose output holds the bot's audio on a barge-in pause.
+
+    Args:
+        connection: The negotiated ``SmallWebRTCConnection``.
+        params: The transport's parameters.
+        pause: The session's pause, also fed by its VAD.
+    """
+
+    def __init__(
+        self, connection: SmallWebRTCConnection, params: TransportParams, *, pause: BargeInPause
+    ):
+        super().__init__(webrtc_connection=connection, params=params)
+        self.barge_in_pause = pause
+
+    def output(self) -> SmallWebRTCOutputTransport:
+        """The output transport, holding the bot's audio on a barge-in pause."""
+        if not self._output:
+            self._output = PausableSmallWebRTCOutputTransport(
+                self.barge_in_pause, self._client, self._params, name=self._output_name
+            )
+        return self._output
 
 
 def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> BaseTransport:
@@ -282,22 +327,23 @@ def twilio_transport(websocket: WebSocket, call: Call, settings: Settings) -> Ba
 def webrtc_transport(connection, audio: AudioSettings | None = None) -> BaseTransport:
     """A SmallWebRTC transport on a negotiated peer connection.
 
+    With ``audio.barge_in_pause`` it is a ``PausableSmallWebRTCTransport``.
+
     Args:
         connection: The negotiated ``SmallWebRTCConnection``.
-        audio: The audio settings (noise filter, output volume); default: the defaults.
+        audio: The audio settings (noise filter, output volume, barge-in pause); default: the
+            defaults.
     """
-    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-
     audio = audio or AudioSettings()
-    return SmallWebRTCTransport(
-        webrtc_connection=connection,
-        params=TransportParams(
-            audio_in_enabled=True,
-            audio_out_enabled=True,
-            audio_in_filter=audio_in_filter(audio),
-            audio_out_volume=audio.output_volume,
-        ),
+    params = TransportParams(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        audio_in_filter=audio_in_filter(audio),
+        audio_out_volume=audio.output_volume,
     )
+    if audio.barge_in_pause:
+        return PausableSmallWebRTCTransport(connection, params, pause=BargeInPause())
+    return SmallWebRTCTransport(webrtc_connection=connection, params=params)
 
 
 def daily_transport(

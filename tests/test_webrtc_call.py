@@ -111,3 +111,67 @@ async def test_a_webrtc_peer_is_greeted_and_answered(cloud_services, voice_cache
     assert seen_calls[0].transport == "webrtc" and seen_calls[0].user_id == "web-user-7"
     user = [m["content"] for m in cloud_services.llm.requests[0]["messages"] if m["role"] == "user"]
     assert "capital of france" in user[-1].lower()
+
+
+async def test_a_throat_clear_over_the_bot_pauses_it_and_it_goes_on(cloud_services, voice_cache):
+    """The barge-in pause on WebRTC: the bot's audio stops within a few tenths of a second
+    of a sound Pipecat's VAD does not take for speech (its start time set longer than the
+    sound), and goes on once the sound is over."""
+    from mindbot.command_bench import LONG_REPLY, QUESTION
+    from mindbot.falsebargein_bench import load_sounds
+
+    cloud_services.llm.script(Text(LONG_REPLY))
+    question, rate = synthesize(QUESTION, cache_dir=voice_cache)
+    (throat_clear,) = await load_sounds(["throat_clear"])
+    bot = cloud_services.bot(audio={"vad_start_secs": 0.6})
+    outcomes: list[tuple[float, str]] = []
+    listener = {"on_barge_in_pause": lambda _, _call, o: outcomes.append((time.monotonic(), o))}
+    bot.listeners.append(type("L", (), listener)())
+    pc = RTCPeerConnection()
+    microphone = Microphone()
+    pc.addTrack(microphone)
+    heard: list[tuple[float, float]] = []
+    listeners = []
+
+    @pc.on("track")
+    def _on_track(track):
+        listeners.append(asyncio.create_task(_listen(track, heard)))
+
+    try:
+        async with serve(bot, run) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+            start = await http.post("/start", json={"body": {}})
+            session_id = start.json()["sessionId"]
+            await pc.setLocalDescription(await pc.createOffer())
+            answer = await http.post(
+                f"/sessions/{session_id}/api/offer",
+                json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
+            )
+            body = answer.json()
+            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
+            await wait_until(lambda: any(rms > 300 for _, rms in heard), timeout=20)
+            await asyncio.sleep(3.5)  # let the greeting finish
+            microphone.play(question, rate)
+            asked = time.monotonic()
+            await wait_until(lambda: len(cloud_services.llm.requests) >= 1, timeout=20)
+            await wait_until(
+                lambda: any(at > asked + 1.0 and rms > 300 for at, rms in heard), timeout=20
+            )
+            await asyncio.sleep(1.0)  # well into the long answer
+            cloud_services.deepgram.speech_threshold = float("inf")  # no words in the sound
+            microphone.play(throat_clear.pcm, 8000)
+            played = time.monotonic()
+            await wait_until(lambda: outcomes, timeout=10)
+            await asyncio.sleep(1.0)
+    finally:
+        for task in listeners:
+            task.cancel()
+        await pc.close()
+        bot.stop()
+
+    (ended, outcome), *_ = outcomes
+    assert outcome == "resumed", outcomes
+    # Silence while paused, the bot's voice again after it (the answer is far longer).
+    paused = [rms for at, rms in heard if played + 0.4 < at < ended - 0.05]
+    assert paused and max(paused) < 300, paused
+    assert any(at > ended + 0.1 and rms > 300 for at, rms in heard)
+    assert len(cloud_services.llm.requests) == 1  # the sound was no turn
