@@ -192,12 +192,15 @@ async def _one_call(
     if _voiced_after(bot, speaking_until + QUIET_GAP):
         raise _Unmeasurable("the bot spoke again after stop (it answered the command)")
     clear = clears[0] if clears else None
-    # The transport sends audio ahead of time and Twilio buffers it: a clear drops what is
-    # buffered, so the caller hears the bot until the clear, unless audio still came after it
-    # (a chunk lasts up to CHUNK_SECS past its arrival). Without a clear, the caller goes on
-    # hearing the buffer, and the bot's silence has no time.
+    # The transport sends each chunk in real time and Twilio buffers what has arrived: a clear
+    # drops that, so the caller hears the bot until the clear, unless audio still came after it
+    # (a chunk lasts up to CHUNK_SECS past its arrival), or stopped before it (MindBot's
+    # barge-in pause, mindbot.barge_in). Without a clear, the caller goes on hearing the
+    # buffer, and the bot's silence has no time.
     if clear is None:
         heard_until = None
+    elif speaking_until <= clear:
+        heard_until = speaking_until
     else:
         heard_until = clear if speaking_until <= clear + CHUNK_SECS else speaking_until
     return StopTiming(
