@@ -63,49 +63,68 @@ async def _listen(track, heard: list[tuple[float, float]]):
         heard.append((time.monotonic(), float(np.sqrt(np.mean(samples**2)))))
 
 
+class Peer:
+    """A browser-like peer in a WebRTC session with a served MindBot: a microphone to play
+    into, and the loudness (RMS) of every 20 ms of the bot's audio, with when it arrived."""
+
+    def __init__(self):
+        self.pc = RTCPeerConnection()
+        self.microphone = Microphone()
+        self.pc.addTrack(self.microphone)
+        self.heard: list[tuple[float, float]] = []
+        self._listeners: list[asyncio.Task] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track) -> None:
+        self._listeners.append(asyncio.create_task(_listen(track, self.heard)))
+
+    async def connect(self, http: httpx.AsyncClient, body: dict) -> None:
+        """Start a session (``POST /start``) and negotiate it, as Pipecat's client does."""
+        start = await http.post("/start", json={"body": body})
+        session_id = start.json()["sessionId"]
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await http.post(
+            f"/sessions/{session_id}/api/offer",
+            json={"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type},
+        )
+        assert answer.status_code == 200, answer.text
+        reply = answer.json()
+        await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], reply["type"]))
+
+    async def ask_after_greeting(self, question: bytes, rate: int, llm) -> float:
+        """Wait out the greeting, ask ``question``, and wait until the bot has answered for
+        a second. Returns when the question was played."""
+        await wait_until(lambda: any(rms > 300 for _, rms in self.heard), timeout=20)
+        await asyncio.sleep(3.5)  # let the greeting finish
+        self.microphone.play(question, rate)
+        asked = time.monotonic()
+        await wait_until(lambda: len(llm.requests) >= 1, timeout=20)
+        await wait_until(
+            lambda: any(at > asked + 1.0 and rms > 300 for at, rms in self.heard), timeout=20
+        )
+        return asked
+
+    async def close(self) -> None:
+        for task in self._listeners:
+            task.cancel()
+        await self.pc.close()
+
+
 async def test_a_webrtc_peer_is_greeted_and_answered(cloud_services, voice_cache):
     cloud_services.llm.script(Text("Paris is the capital of France."))
     question, rate = synthesize("What is the capital of France?", cache_dir=voice_cache)
     bot = cloud_services.bot()
     seen_calls = []
     bot.listeners.append(type("L", (), {"on_session_started": lambda _, c: seen_calls.append(c)})())
-    pc = RTCPeerConnection()
-    microphone = Microphone()
-    pc.addTrack(microphone)
-    heard: list[tuple[float, float]] = []
-    listeners = []
-
-    @pc.on("track")
-    def _on_track(track):
-        listeners.append(asyncio.create_task(_listen(track, heard)))
-
+    peer = Peer()
     try:
         async with serve(bot, run) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-            start = await http.post("/start", json={"body": {"user_id": "web-user-7"}})
-            session_id = start.json()["sessionId"]
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await http.post(
-                f"/sessions/{session_id}/api/offer",
-                json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
-            )
-            assert answer.status_code == 200, answer.text
-            body = answer.json()
-            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
-
-            await wait_until(lambda: any(rms > 300 for _, rms in heard), timeout=20)
-            await asyncio.sleep(3.5)  # let the greeting finish
-            microphone.play(question, rate)
-            asked = time.monotonic()
-            await wait_until(lambda: len(cloud_services.llm.requests) >= 1, timeout=20)
-            await wait_until(
-                lambda: any(at > asked + 1.0 and rms > 300 for at, rms in heard), timeout=20
-            )
-            await pc.close()
+            await peer.connect(http, {"user_id": "web-user-7"})
+            await peer.ask_after_greeting(question, rate, cloud_services.llm)
+            await peer.pc.close()
             await wait_until(lambda: not bot.active_sessions, timeout=20)
     finally:
-        for task in listeners:
-            task.cancel()
-        await pc.close()
+        await peer.close()
         bot.stop()
 
     assert seen_calls[0].transport == "webrtc" and seen_calls[0].user_id == "web-user-7"
@@ -127,51 +146,25 @@ async def test_a_throat_clear_over_the_bot_pauses_it_and_it_goes_on(cloud_servic
     outcomes: list[tuple[float, str]] = []
     listener = {"on_barge_in_pause": lambda _, _call, o: outcomes.append((time.monotonic(), o))}
     bot.listeners.append(type("L", (), listener)())
-    pc = RTCPeerConnection()
-    microphone = Microphone()
-    pc.addTrack(microphone)
-    heard: list[tuple[float, float]] = []
-    listeners = []
-
-    @pc.on("track")
-    def _on_track(track):
-        listeners.append(asyncio.create_task(_listen(track, heard)))
-
+    peer = Peer()
     try:
         async with serve(bot, run) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-            start = await http.post("/start", json={"body": {}})
-            session_id = start.json()["sessionId"]
-            await pc.setLocalDescription(await pc.createOffer())
-            answer = await http.post(
-                f"/sessions/{session_id}/api/offer",
-                json={"sdp": pc.localDescription.sdp, "type": pc.localDescription.type},
-            )
-            body = answer.json()
-            await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], body["type"]))
-            await wait_until(lambda: any(rms > 300 for _, rms in heard), timeout=20)
-            await asyncio.sleep(3.5)  # let the greeting finish
-            microphone.play(question, rate)
-            asked = time.monotonic()
-            await wait_until(lambda: len(cloud_services.llm.requests) >= 1, timeout=20)
-            await wait_until(
-                lambda: any(at > asked + 1.0 and rms > 300 for at, rms in heard), timeout=20
-            )
+            await peer.connect(http, {})
+            await peer.ask_after_greeting(question, rate, cloud_services.llm)
             await asyncio.sleep(1.0)  # well into the long answer
             cloud_services.deepgram.speech_threshold = float("inf")  # no words in the sound
-            microphone.play(throat_clear.pcm, 8000)
+            peer.microphone.play(throat_clear.pcm, 8000)
             played = time.monotonic()
             await wait_until(lambda: outcomes, timeout=10)
             await asyncio.sleep(1.0)
     finally:
-        for task in listeners:
-            task.cancel()
-        await pc.close()
+        await peer.close()
         bot.stop()
 
     (ended, outcome), *_ = outcomes
     assert outcome == "resumed", outcomes
     # Silence while paused, the bot's voice again after it (the answer is far longer).
-    paused = [rms for at, rms in heard if played + 0.4 < at < ended - 0.05]
+    paused = [rms for at, rms in peer.heard if played + 0.4 < at < ended - 0.05]
     assert paused and max(paused) < 300, paused
-    assert any(at > ended + 0.1 and rms > 300 for at, rms in heard)
+    assert any(at > ended + 0.1 and rms > 300 for at, rms in peer.heard)
     assert len(cloud_services.llm.requests) == 1  # the sound was no turn
