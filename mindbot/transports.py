@@ -213,7 +213,9 @@ class PausingOutput:
     silences the other side within one chunk. An interruption drops it with the queued audio.
     """
 
-    _pause: BargeInPause
+    def __init__(self, pause: BargeInPause, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pause = pause
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         """Write a chunk once the pause lets it through; a dropped chunk is not written."""
@@ -231,10 +233,6 @@ class PausingOutput:
 
 class PausableWebsocketOutputTransport(PausingOutput, FastAPIWebsocketOutputTransport):
     """Pipecat's websocket output with a barge-in pause."""
-
-    def __init__(self, pause: BargeInPause, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pause = pause
 
 
 class PausableWebsocketTransport(FastAPIWebsocketTransport):
@@ -259,10 +257,6 @@ class PausableWebsocketTransport(FastAPIWebsocketTransport):
 
 class PausableSmallWebRTCOutputTransport(PausingOutput, SmallWebRTCOutputTransport):
     """Pipecat's SmallWebRTC output with a barge-in pause."""
-
-    def __init__(self, pause: BargeInPause, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pause = pause
 
 
 class PausableSmallWebRTCTransport(SmallWebRTCTransport):

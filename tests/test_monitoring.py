@@ -32,6 +32,7 @@ PRICES = {
 ALLOWED_LABELS = {
     *("transport", "reason", "role", "stage", "kind", "fatal", "tool", "status"),
     *("provider", "model", "direction", "service", "currency", "action", "le"),
+    *("decision", "outcome"),
 }
 """Every label of the metrics: names chosen by the operator or the code, never a person's."""
 
